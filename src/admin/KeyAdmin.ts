@@ -1,0 +1,123 @@
+import { KeywardError, invalidArgument, keyNotFound } from '../errors';
+import { type Environment, type KeyFormat, hashSecret } from '../keys/KeyFormat';
+import type { KeyRecord } from '../keys/KeyRecord';
+import { checkAccountId, checkExpiresAt, checkKeyId, checkName, checkPageSize } from '../keys/fields';
+import { normaliseWhitelist } from '../keys/ipWhitelist';
+import type { ScopeCatalog } from '../keys/scopes';
+import type { ChangeOutcome, KeyChange, KeyStore } from '../store/KeyStore';
+import { decodePageToken, encodePageToken } from './pageToken';
+
+/**
+ * Told of every committed change to a key before the admin call that made it
+ * returns; the call succeeds only once this resolves. The caches use it to
+ * make "revoked keys stop working immediately" true on every instance.
+ */
+export interface KeyChangeListener {
+  keyChanged(change: KeyChange): Promise<void>;
+}
+
+export interface CreateKeyInput {
+  readonly accountId: string;
+  readonly name: string;
+  readonly environment: Environment | undefined;
+  readonly scopes: readonly string[];
+  readonly ipWhitelist: readonly string[];
+  readonly expiresAt: Date | undefined;
+}
+
+export interface ListKeysInput {
+  readonly accountId: string;
+  readonly includeRevoked: boolean;
+  readonly pageSize: number;
+  readonly pageToken: string;
+}
+
+/**
+ * The admin use cases: validate, write to Postgres, tell the listener.
+ * Transport-free; src/grpc/adminService.ts maps messages to and from it.
+ */
+export class KeyAdmin {
+  constructor(
+    private readonly store: KeyStore,
+    private readonly format: KeyFormat,
+    private readonly catalog: ScopeCatalog,
+    private readonly listener: KeyChangeListener,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Creates a key; the secret in the result is the only copy there will ever be. */
+  async create(input: CreateKeyInput): Promise<{ record: KeyRecord; secret: string }> {
+    const accountId = checkAccountId(input.accountId);
+    const name = checkName(input.name);
+    if (input.environment === undefined) {
+      throw invalidArgument('environment', 'ENVIRONMENT_UNSPECIFIED', 'must be ENVIRONMENT_LIVE or ENVIRONMENT_TEST');
+    }
+    const scopes = this.catalog.normalise('scopes', input.scopes);
+    const ipWhitelist = normaliseWhitelist('ip_whitelist', input.ipWhitelist);
+    const expiresAt = checkExpiresAt(input.expiresAt, this.now());
+    const secret = this.format.generate(input.environment);
+    const record = await this.store.insert({
+      accountId,
+      name,
+      environment: input.environment,
+      secretHash: hashSecret(secret),
+      display: this.format.display(secret, input.environment),
+      scopes,
+      ipWhitelist,
+      expiresAt,
+    });
+    return { record, secret };
+  }
+
+  async get(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    const record = await this.store.get(accountId, keyId);
+    if (record === undefined) throw keyNotFound(accountId, keyId);
+    return record;
+  }
+
+  async list(input: ListKeysInput): Promise<{ records: KeyRecord[]; nextPageToken: string }> {
+    const accountId = checkAccountId(input.accountId);
+    const pageSize = checkPageSize(input.pageSize);
+    const beforeSeq = decodePageToken(input.pageToken, accountId, input.includeRevoked);
+    const page = await this.store.list(accountId, input.includeRevoked, beforeSeq, pageSize);
+    const nextPageToken =
+      page.lastSeq === undefined ? '' : encodePageToken({ accountId, includeRevoked: input.includeRevoked, lastSeq: page.lastSeq });
+    return { records: page.records, nextPageToken };
+  }
+
+  async updateScopes(accountIdInput: string, keyIdInput: string, scopesInput: readonly string[]): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    const scopes = this.catalog.normalise('scopes', scopesInput);
+    return this.settle(accountId, keyId, await this.store.updateScopes(accountId, keyId, scopes));
+  }
+
+  async updateIpWhitelist(accountIdInput: string, keyIdInput: string, entries: readonly string[]): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    const ipWhitelist = normaliseWhitelist('ip_whitelist', entries);
+    return this.settle(accountId, keyId, await this.store.updateIpWhitelist(accountId, keyId, ipWhitelist));
+  }
+
+  /**
+   * Revokes a key. Revoking a revoked key is not an error and changes nothing,
+   * but the revocation is announced again, so that retrying a revoke whose
+   * first attempt failed after committing still ends with every cache told.
+   */
+  async revoke(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    return this.settle(accountId, keyId, await this.store.revoke(accountId, keyId));
+  }
+
+  private async settle(accountId: string, keyId: string, outcome: ChangeOutcome): Promise<KeyRecord> {
+    if (outcome === 'not_found') throw keyNotFound(accountId, keyId);
+    if (outcome === 'revoked') {
+      throw new KeywardError('FAILED_PRECONDITION', `key_id "${keyId}": the key is revoked; a revoked key cannot be changed`);
+    }
+    await this.listener.keyChanged(outcome);
+    return outcome.record;
+  }
+}

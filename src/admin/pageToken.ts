@@ -1,0 +1,35 @@
+import { invalidArgument } from '../errors';
+
+/** Where a ListKeys page ended, and the query it belongs to. Opaque to callers. */
+export interface PageCursor {
+  readonly accountId: string;
+  readonly includeRevoked: boolean;
+  /** seq of the last key returned: the next page starts below it. */
+  readonly lastSeq: string;
+}
+
+export function encodePageToken(cursor: PageCursor): string {
+  return Buffer.from(JSON.stringify({ v: 1, a: cursor.accountId, r: cursor.includeRevoked, s: cursor.lastSeq })).toString('base64url');
+}
+
+/**
+ * Reads a page token and checks that it was issued for this account and
+ * include_revoked; anything else is INVALID_ARGUMENT naming page_token.
+ */
+export function decodePageToken(token: string, accountId: string, includeRevoked: boolean): string | undefined {
+  if (token === '') return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  const cursor = parsed as { v?: unknown; a?: unknown; r?: unknown; s?: unknown } | undefined;
+  if (cursor?.v !== 1 || typeof cursor.s !== 'string' || !/^\d{1,19}$/.test(cursor.s)) {
+    throw invalidArgument('page_token', token, 'is not a next_page_token returned by ListKeys');
+  }
+  if (cursor.a !== accountId || cursor.r !== includeRevoked) {
+    throw invalidArgument('page_token', token, 'was issued for another account_id or include_revoked');
+  }
+  return cursor.s;
+}

@@ -1,0 +1,191 @@
+import { DEFAULT_SCOPES } from './keys/scopes';
+
+/** Thrown when the environment does not describe a runnable keyward; names the variable. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** Everything keyward reads from its environment, validated. */
+export interface Config {
+  readonly databaseUrl: string;
+  /** Unset: no Redis tier and no in-process cache (see README, "Caching"). */
+  readonly redisUrl: string | undefined;
+  readonly redisPrefix: string;
+  /** gRPC listen address, host:port (port 0 picks a free one). */
+  readonly addr: string;
+  /** Prometheus listen address, host:port; unset disables the endpoint. */
+  readonly metricsAddr: string | undefined;
+  readonly adminToken: string;
+  /** When set, Verify requires `authorization: Bearer <token>` too. */
+  readonly verifierToken: string | undefined;
+  readonly livePrefix: string;
+  readonly testPrefix: string;
+  /** The scope catalog, in the order it was configured. */
+  readonly scopes: readonly string[];
+  readonly logLevel: LogLevel;
+  readonly migrateOnStart: boolean;
+  /** How long a stop waits for calls in flight before cancelling them. */
+  readonly shutdownTimeoutMs: number;
+  readonly db: {
+    readonly poolMax: number;
+    /** Time limit of a Postgres query on the Verify path. */
+    readonly verifyTimeoutMs: number;
+    /** Time limit of any other Postgres query, and of taking a connection. */
+    readonly queryTimeoutMs: number;
+  };
+}
+
+export const DEFAULTS = {
+  redisPrefix: 'keyward:',
+  addr: '0.0.0.0:50051',
+  livePrefix: 'fsm_live_',
+  testPrefix: 'fsm_test_',
+  scopes: DEFAULT_SCOPES,
+  logLevel: 'info',
+  migrateOnStart: true,
+  shutdownTimeoutMs: 10_000,
+  db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
+} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken'>;
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const MIN_TOKEN_LENGTH = 16;
+const PREFIX_PATTERN = /^[a-z][a-z0-9]*_([a-z0-9]+_)?$/;
+const SCOPE_PATTERN = /^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)*$/;
+
+/**
+ * Reads keyward's configuration from an environment (normally `process.env`).
+ * Pure: tests pass literal objects. Throws ConfigError naming the first bad
+ * variable and its value (tokens and URLs are never echoed).
+ */
+export function configureFromEnv(env: Readonly<Record<string, string | undefined>>): Config {
+  const read = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  const required = (name: string, hint: string): string => {
+    const value = read(name);
+    if (value === undefined) throw new ConfigError(`${name} is required: ${hint}`);
+    return value;
+  };
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      throw new ConfigError(`${name}=${JSON.stringify(raw)} must be a whole number from ${min} to ${max}`);
+    }
+    return Number(raw);
+  };
+  const bool = (name: string, fallback: boolean): boolean => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0') return false;
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} must be true or false`);
+  };
+  const address = (name: string, fallback: string | undefined): string | undefined => {
+    const raw = read(name) ?? fallback;
+    if (raw === undefined) return undefined;
+    const match = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(raw);
+    if (match === null || Number(match[2]) > 65535) {
+      throw new ConfigError(`${name}=${JSON.stringify(raw)} must be host:port (port 0 to 65535)`);
+    }
+    return raw;
+  };
+  const url = (name: string, value: string | undefined, protocols: readonly string[]): string | undefined => {
+    if (value === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      throw new ConfigError(`${name} is not a URL (value not shown: it may hold a password)`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new ConfigError(`${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, not ${parsed.protocol}//`);
+    }
+    return value;
+  };
+  const token = (name: string, value: string | undefined): string | undefined => {
+    if (value !== undefined && value.length < MIN_TOKEN_LENGTH) {
+      throw new ConfigError(`${name} must be at least ${MIN_TOKEN_LENGTH} characters long (value not shown)`);
+    }
+    return value;
+  };
+  const prefix = (name: string, fallback: string): string => {
+    const raw = read(name) ?? fallback;
+    if (!PREFIX_PATTERN.test(raw) || raw.length > 32) {
+      throw new ConfigError(`${name}=${JSON.stringify(raw)} must be lower-case letters and digits ending in "_", like "fsm_live_"`);
+    }
+    return raw;
+  };
+
+  const databaseUrl = url(
+    'DATABASE_URL',
+    required('DATABASE_URL', 'the PostgreSQL connection string, e.g. postgres://user@host:5432/keyward'),
+    ['postgres:', 'postgresql:'],
+  ) as string;
+  const adminToken = token(
+    'KEYWARD_ADMIN_TOKEN',
+    required('KEYWARD_ADMIN_TOKEN', 'the bearer token admin RPCs must present'),
+  ) as string;
+  const verifierToken = token('KEYWARD_VERIFIER_TOKEN', read('KEYWARD_VERIFIER_TOKEN'));
+  if (verifierToken !== undefined && verifierToken === adminToken) {
+    throw new ConfigError('KEYWARD_VERIFIER_TOKEN must differ from KEYWARD_ADMIN_TOKEN');
+  }
+
+  const livePrefix = prefix('KEYWARD_LIVE_PREFIX', DEFAULTS.livePrefix);
+  const testPrefix = prefix('KEYWARD_TEST_PREFIX', DEFAULTS.testPrefix);
+  if (livePrefix.startsWith(testPrefix) || testPrefix.startsWith(livePrefix)) {
+    throw new ConfigError(
+      `KEYWARD_LIVE_PREFIX=${JSON.stringify(livePrefix)} and KEYWARD_TEST_PREFIX=${JSON.stringify(testPrefix)} must differ, neither a prefix of the other`,
+    );
+  }
+
+  const logLevel = read('KEYWARD_LOG_LEVEL') ?? DEFAULTS.logLevel;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(`KEYWARD_LOG_LEVEL=${JSON.stringify(logLevel)} must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const redisPrefix = read('KEYWARD_REDIS_PREFIX') ?? DEFAULTS.redisPrefix;
+  if (!/^[\w:.-]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError(`KEYWARD_REDIS_PREFIX=${JSON.stringify(redisPrefix)} must be 1 to 64 of A-Z a-z 0-9 _ : . -`);
+  }
+
+  return {
+    databaseUrl,
+    redisUrl: url('REDIS_URL', read('REDIS_URL'), ['redis:', 'rediss:']),
+    redisPrefix,
+    addr: address('KEYWARD_ADDR', DEFAULTS.addr) as string,
+    metricsAddr: address('KEYWARD_METRICS_ADDR', undefined),
+    adminToken,
+    verifierToken,
+    livePrefix,
+    testPrefix,
+    scopes: parseScopes(read('KEYWARD_SCOPES')),
+    logLevel: logLevel as LogLevel,
+    migrateOnStart: bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart),
+    shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
+    db: {
+      poolMax: int('KEYWARD_DB_POOL_MAX', DEFAULTS.db.poolMax, 1, 1_000),
+      verifyTimeoutMs: int('KEYWARD_DB_VERIFY_TIMEOUT_MS', DEFAULTS.db.verifyTimeoutMs, 10, 60_000),
+      queryTimeoutMs: int('KEYWARD_DB_QUERY_TIMEOUT_MS', DEFAULTS.db.queryTimeoutMs, 10, 600_000),
+    },
+  };
+}
+
+function parseScopes(raw: string | undefined): readonly string[] {
+  if (raw === undefined) return DEFAULTS.scopes;
+  const scopes = raw.split(',').map((s) => s.trim());
+  for (const scope of scopes) {
+    if (!SCOPE_PATTERN.test(scope) || scope.length > 64) {
+      throw new ConfigError(
+        `KEYWARD_SCOPES has ${JSON.stringify(scope)}: each scope must look like "resource:action" (lower case, at most 64 characters)`,
+      );
+    }
+  }
+  if (new Set(scopes).size !== scopes.length) {
+    throw new ConfigError(`KEYWARD_SCOPES=${JSON.stringify(raw)} lists a scope twice`);
+  }
+  return scopes;
+}

@@ -1,0 +1,48 @@
+/**
+ * The one error type keyward raises on purpose. Its code maps one-to-one to a
+ * gRPC status (src/grpc/errorStatus.ts); its message goes to the caller, so it
+ * must never hold a secret. Anything else thrown is an internal error: logged,
+ * never sent.
+ */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  | 'FAILED_PRECONDITION'
+  | 'UNAUTHENTICATED'
+  | 'UNAVAILABLE'
+  | 'DEADLINE_EXCEEDED';
+
+export class KeywardError extends Error {
+  override readonly name = 'KeywardError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const MAX_ECHOED_LENGTH = 80;
+
+/** Quotes a caller's value for an error message, cut to a readable length. */
+export function quote(value: unknown): string {
+  const text = typeof value === 'string' ? value : String(value);
+  const cut = text.length > MAX_ECHOED_LENGTH ? `${text.slice(0, MAX_ECHOED_LENGTH)}…` : text;
+  return JSON.stringify(cut);
+}
+
+/** INVALID_ARGUMENT naming the field and the value: `name "": must not be empty`. */
+export function invalidArgument(field: string, value: unknown, problem: string): KeywardError {
+  return new KeywardError('INVALID_ARGUMENT', `${field} ${quote(value)}: ${problem}`);
+}
+
+export function keyNotFound(accountId: string, keyId: string): KeywardError {
+  return new KeywardError('NOT_FOUND', `key_id ${quote(keyId)}: no such key in account_id ${quote(accountId)}`);
+}
+
+/** Turns anything thrown into an Error (graphile/worker's coerceError). */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(typeof thrown === 'string' ? thrown : `non-error thrown: ${String(thrown)}`);
+}

@@ -1,0 +1,26 @@
+import type { Environment } from './KeyFormat';
+
+/** Usage of a key as last flushed to Postgres. */
+export interface KeyUsage {
+  /** Verify calls that presented the key, whatever their verdict. */
+  readonly requestCount: bigint;
+  readonly lastUsedAt: Date | null;
+  readonly lastUsedIp: string | null;
+}
+
+/** A stored key as admin RPCs see it: everything but the secret, which is never stored. */
+export interface KeyRecord {
+  readonly id: string;
+  readonly accountId: string;
+  readonly name: string;
+  readonly environment: Environment;
+  readonly display: string;
+  readonly scopes: readonly string[];
+  readonly ipWhitelist: readonly string[];
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+  readonly revokedAt: Date | null;
+  /** Incremented by every change; caches refuse anything older than what they have seen. */
+  readonly version: number;
+  readonly usage: KeyUsage;
+}

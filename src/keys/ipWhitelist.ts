@@ -1,0 +1,105 @@
+import ipaddr from 'ipaddr.js';
+import { invalidArgument } from '../errors';
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** Entries one key may carry; a longer list is refused as oversized. */
+export const MAX_WHITELIST_ENTRIES = 1_000;
+const MAX_ENTRY_LENGTH = 64;
+
+/**
+ * Validates whitelist entries and returns them normalised, without duplicates,
+ * in the order given: an address in its canonical text (`203.0.113.7`,
+ * `2001:db8::1`), a range as `network/length` with the host bits cleared
+ * (`203.0.113.7/24` becomes `203.0.113.0/24`). IPv4-mapped IPv6 entries
+ * (`::ffff:203.0.113.0/120`) become the IPv4 entries they mean.
+ */
+export function normaliseWhitelist(field: string, entries: readonly string[]): string[] {
+  if (entries.length > MAX_WHITELIST_ENTRIES) {
+    throw invalidArgument(field, `${entries.length} entries`, `at most ${MAX_WHITELIST_ENTRIES} entries are allowed`);
+  }
+  const out = new Set<string>();
+  entries.forEach((entry, i) => out.add(normaliseEntry(`${field}[${i}]`, entry)));
+  return [...out];
+}
+
+function normaliseEntry(field: string, raw: string): string {
+  const text = raw.trim();
+  if (text.length === 0 || text.length > MAX_ENTRY_LENGTH) {
+    throw invalidArgument(field, raw, `must be an IP address or CIDR range of 1 to ${MAX_ENTRY_LENGTH} characters`);
+  }
+  const isRange = text.includes('/');
+  if (!(isRange ? ipaddr.isValidCIDR(text) : ipaddr.isValid(text)) || text.includes('%')) {
+    throw invalidArgument(field, raw, 'not an IP address or CIDR range (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)');
+  }
+  let [address, bits]: [Address, number] = isRange ? ipaddr.parseCIDR(text) : [ipaddr.parse(text), -1];
+  if (address.kind() === 'ipv4' && !(isRange ? ipaddr.IPv4.isValidCIDRFourPartDecimal(text) : ipaddr.IPv4.isValidFourPartDecimal(text))) {
+    throw invalidArgument(field, raw, 'IPv4 addresses must be written as four decimal parts, e.g. 203.0.113.7');
+  }
+  const width = address.kind() === 'ipv4' ? 32 : 128;
+  if (bits === -1) bits = width;
+  if (address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() && bits >= 96) {
+    address = address.toIPv4Address();
+    bits -= 96;
+  }
+  const network = maskAddress(address, bits);
+  return bits === (network.kind() === 'ipv4' ? 32 : 128) ? network.toString() : `${network.toString()}/${bits}`;
+}
+
+function maskAddress(address: Address, bits: number): Address {
+  const bytes = address.toByteArray().map((byte, i) => {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    return byte & ((0xff << (8 - keep)) & 0xff);
+  });
+  return ipaddr.fromByteArray(bytes);
+}
+
+/** Decides whether a client address may use a key; built once per cached key. */
+export type IpCheck = (clientIp: string) => boolean;
+
+const allowAll: IpCheck = () => true;
+
+/**
+ * Compiles normalised whitelist entries into a check. An empty whitelist
+ * allows every address, even a missing one; a non-empty one refuses a missing
+ * or unparseable address. IPv4-mapped IPv6 client addresses match IPv4 entries.
+ * IPv4 ranges are compared as 32-bit integers, without allocation.
+ */
+export function compileWhitelist(entries: readonly string[]): IpCheck {
+  if (entries.length === 0) return allowAll;
+  const v4: Array<{ network: number; mask: number }> = [];
+  const v6: Array<[ipaddr.IPv6, number]> = [];
+  for (const entry of entries) {
+    const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), -1];
+    if (address instanceof ipaddr.IPv4) {
+      const mask = bits === -1 || bits === 32 ? 0xffffffff : bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+      v4.push({ network: (toUint32(address) & mask) >>> 0, mask });
+    } else {
+      v6.push([address as ipaddr.IPv6, bits === -1 ? 128 : bits]);
+    }
+  }
+  return (clientIp: string): boolean => {
+    const address = parseClientIp(clientIp);
+    if (address === undefined) return false;
+    if (address instanceof ipaddr.IPv4) {
+      const value = toUint32(address);
+      for (const range of v4) if (((value & range.mask) >>> 0) === range.network) return true;
+      return false;
+    }
+    for (const range of v6) if (address.match(range)) return true;
+    return false;
+  };
+}
+
+/** A client address as ipaddr.js reads it, IPv4-mapped IPv6 turned into IPv4; undefined when unparseable. */
+function parseClientIp(clientIp: string): Address | undefined {
+  if (clientIp.length === 0 || clientIp.length > MAX_ENTRY_LENGTH || !ipaddr.isValid(clientIp)) return undefined;
+  const address = ipaddr.process(clientIp);
+  if (address instanceof ipaddr.IPv4 && !clientIp.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(clientIp)) return undefined;
+  return address;
+}
+
+function toUint32(address: ipaddr.IPv4): number {
+  const [a, b, c, d] = address.octets as [number, number, number, number];
+  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+}

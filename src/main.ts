@@ -1,0 +1,33 @@
+import { createApp } from './app';
+import { ConfigError, configureFromEnv } from './config';
+import { createLogger } from './logger';
+
+/** Entry point: configure, start, stop on SIGTERM/SIGINT; exit 1 on a failed start. */
+function main(): void {
+  let config;
+  try {
+    config = configureFromEnv(process.env);
+  } catch (error) {
+    const logger = createLogger();
+    if (error instanceof ConfigError) logger.fatal({ event: 'config' }, `invalid configuration: ${error.message}`);
+    else logger.fatal({ err: error }, 'invalid configuration');
+    process.exit(1);
+  }
+  const logger = createLogger(config.logLevel);
+  const app = createApp(config, logger);
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled) return;
+    signalled = true;
+    logger.info({ event: 'signal', signal }, 'stopping');
+    void app.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  app.start().catch((error: unknown) => {
+    logger.fatal({ err: error }, 'start failed');
+    void app.stop().then(() => process.exit(1));
+  });
+}
+
+main();

@@ -1,0 +1,183 @@
+import type pg from 'pg';
+import type { Environment } from '../keys/KeyFormat';
+import type { KeyRecord } from '../keys/KeyRecord';
+import type { KeyState } from '../keys/VerifiableKey';
+import { query } from './db';
+
+/** What CreateKey stores: everything but the secret, which only its hash stands for. */
+export interface NewKey {
+  readonly accountId: string;
+  readonly name: string;
+  readonly environment: Environment;
+  readonly secretHash: string;
+  readonly display: string;
+  readonly scopes: readonly string[];
+  readonly ipWhitelist: readonly string[];
+  readonly expiresAt: Date | null;
+}
+
+/** A committed change: the record as it now is, and the hash caches know it by. */
+export interface KeyChange {
+  readonly record: KeyRecord;
+  readonly secretHash: string;
+  /** False when the change was a no-op (revoking a revoked key). */
+  readonly changed: boolean;
+}
+
+export type ChangeOutcome = KeyChange | 'not_found' | 'revoked';
+
+export interface KeyPage {
+  readonly records: KeyRecord[];
+  /** seq of the last record, when more may follow. */
+  readonly lastSeq: string | undefined;
+}
+
+interface KeyRow {
+  id: string;
+  seq: string;
+  account_id: string;
+  name: string;
+  environment: Environment;
+  display: string;
+  scopes: string[];
+  ip_whitelist: string[];
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  version: string;
+  secret_hash: Buffer;
+}
+
+const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
+  k.created_at, k.expires_at, k.revoked_at, k.version, k.secret_hash`;
+
+/**
+ * The Postgres side of keys: the source of truth. Every statement is one
+ * round trip; every change increments `version` and returns the row as it now is.
+ */
+export class KeyStore {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly timeouts: { readonly verifyMs: number; readonly queryMs: number },
+  ) {}
+
+  async insert(key: NewKey): Promise<KeyRecord> {
+    const rows = await this.run<KeyRow>(
+      `insert into keyward.api_keys as k (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at)
+       values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz)
+       returning ${KEY_COLUMNS}`,
+      [key.accountId, key.name, key.environment, Buffer.from(key.secretHash, 'hex'), key.display, key.scopes, key.ipWhitelist, key.expiresAt],
+    );
+    return toRecord(rows[0] as KeyRow);
+  }
+
+  async get(accountId: string, keyId: string): Promise<KeyRecord | undefined> {
+    const rows = await this.run<KeyRow>(
+      `select ${KEY_COLUMNS} from keyward.api_keys k where k.account_id = $1::text and k.id = $2::uuid`,
+      [accountId, keyId],
+    );
+    return rows[0] === undefined ? undefined : toRecord(rows[0]);
+  }
+
+  /** One page of an account's keys, newest first, strictly older than `beforeSeq`. */
+  async list(accountId: string, includeRevoked: boolean, beforeSeq: string | undefined, limit: number): Promise<KeyPage> {
+    const rows = await this.run<KeyRow>(
+      `select ${KEY_COLUMNS} from keyward.api_keys k
+        where k.account_id = $1::text
+          and ($2::boolean or k.revoked_at is null)
+          and ($3::bigint is null or k.seq < $3::bigint)
+        order by k.seq desc
+        limit $4::integer`,
+      [accountId, includeRevoked, beforeSeq ?? null, limit + 1],
+    );
+    const more = rows.length > limit;
+    const page = more ? rows.slice(0, limit) : rows;
+    return { records: page.map(toRecord), lastSeq: more ? page[page.length - 1]?.seq : undefined };
+  }
+
+  updateScopes(accountId: string, keyId: string, scopes: readonly string[]): Promise<ChangeOutcome> {
+    return this.change(accountId, keyId, 'scopes = $3::text[]', [scopes]);
+  }
+
+  updateIpWhitelist(accountId: string, keyId: string, ipWhitelist: readonly string[]): Promise<ChangeOutcome> {
+    return this.change(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist]);
+  }
+
+  /** Revokes an active key; a revoked key comes back unchanged (`changed: false`). */
+  async revoke(accountId: string, keyId: string): Promise<KeyChange | 'not_found'> {
+    const outcome = await this.change(accountId, keyId, 'revoked_at = clock_timestamp()', []);
+    if (outcome !== 'revoked') return outcome;
+    const rows = await this.run<KeyRow>(
+      `select ${KEY_COLUMNS} from keyward.api_keys k where k.account_id = $1::text and k.id = $2::uuid`,
+      [accountId, keyId],
+    );
+    return rows[0] === undefined ? 'not_found' : { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false };
+  }
+
+  /** The key with this secret hash, for Verify, within the Verify time limit. */
+  async findForVerify(secretHash: string): Promise<KeyState | undefined> {
+    const rows = await query<KeyRow>(
+      this.pool,
+      `select ${KEY_COLUMNS} from keyward.api_keys k where k.secret_hash = $1::bytea`,
+      [Buffer.from(secretHash, 'hex')],
+      this.timeouts.verifyMs,
+    );
+    return rows[0] === undefined ? undefined : toKeyState(rows[0]);
+  }
+
+  /**
+   * Applies `assignment` to an active key of the account, incrementing its
+   * version. Tells a missing key from a revoked one when nothing was updated.
+   */
+  private async change(accountId: string, keyId: string, assignment: string, values: readonly unknown[]): Promise<ChangeOutcome> {
+    const rows = await this.run<KeyRow>(
+      `update keyward.api_keys k
+          set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
+        where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null
+       returning ${KEY_COLUMNS}`,
+      [accountId, keyId, ...values],
+    );
+    const row = rows[0];
+    if (row !== undefined) return { record: toRecord(row), secretHash: row.secret_hash.toString('hex'), changed: true };
+    const existing = await this.run<{ id: string }>(
+      'select id from keyward.api_keys where account_id = $1::text and id = $2::uuid',
+      [accountId, keyId],
+    );
+    return existing.length === 0 ? 'not_found' : 'revoked';
+  }
+
+  private run<Row extends pg.QueryResultRow>(text: string, values: readonly unknown[]): Promise<Row[]> {
+    return query<Row>(this.pool, text, values, this.timeouts.queryMs);
+  }
+}
+
+function toRecord(row: KeyRow): KeyRecord {
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    name: row.name,
+    environment: row.environment,
+    display: row.display,
+    scopes: row.scopes,
+    ipWhitelist: row.ip_whitelist,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    version: Number(row.version),
+    usage: { requestCount: 0n, lastUsedAt: null, lastUsedIp: null },
+  };
+}
+
+function toKeyState(row: KeyRow): KeyState {
+  return {
+    id: row.id,
+    accountId: row.account_id,
+    name: row.name,
+    environment: row.environment,
+    scopes: row.scopes,
+    ipWhitelist: row.ip_whitelist,
+    expiresAt: row.expires_at === null ? null : row.expires_at.getTime(),
+    revokedAt: row.revoked_at === null ? null : row.revoked_at.getTime(),
+    version: Number(row.version),
+  };
+}

@@ -1,0 +1,44 @@
+/** The SQLSTATEs and driver errors keyward treats specially, by name. */
+export const SqlState = {
+  uniqueViolation: '23505',
+  queryCanceled: '57014',
+  adminShutdown: '57P01',
+  crashShutdown: '57P02',
+  cannotConnectNow: '57P03',
+  tooManyConnections: '53300',
+  /** Class 08: connection exceptions. */
+  connectionExceptionClass: '08',
+} as const;
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const DRIVER_MESSAGES = [
+  'Connection terminated',
+  'timeout exceeded when trying to connect',
+  'Query read timeout',
+  'Client has encountered a connection error',
+  'Connection refused',
+  'connection timeout',
+];
+
+/**
+ * Whether an error from pg means "Postgres is down, unreachable or too slow"
+ * (answered UNAVAILABLE) rather than a bug (answered INTERNAL).
+ */
+export function isStoreUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (NETWORK_CODES.has(code)) return true;
+    if (code.startsWith(SqlState.connectionExceptionClass)) return true;
+    if (
+      code === SqlState.queryCanceled ||
+      code === SqlState.adminShutdown ||
+      code === SqlState.crashShutdown ||
+      code === SqlState.cannotConnectNow ||
+      code === SqlState.tooManyConnections
+    ) {
+      return true;
+    }
+  }
+  return DRIVER_MESSAGES.some((m) => error.message.includes(m));
+}

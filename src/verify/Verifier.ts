@@ -1,0 +1,87 @@
+import type { KeyLookup } from '../cache/KeyLookup';
+import { Environment as ProtoEnvironment, type VerifyRequest, type VerifyResponse } from '../gen/keyward/v1/keyward';
+import { type KeyFormat, hashSecret } from '../keys/KeyFormat';
+import type { ScopeCatalog } from '../keys/scopes';
+import type { VerifiableKey } from '../keys/VerifiableKey';
+import { INVALID_KEY, MISSING_KEY, type Verdict, decideVerdict } from '../keys/verdict';
+
+/** Told of every Verify that identified a stored key, whatever its verdict (usage counting). */
+export interface UseRecorder {
+  recordUse(key: VerifiableKey, clientIp: string, nowMs: number, verdict: Verdict): void;
+}
+
+/** Told of every verdict (metrics by code). */
+export type VerdictObserver = (verdict: Verdict) => void;
+
+const unidentified = (verdict: Verdict): VerifyResponse =>
+  Object.freeze({
+    valid: false,
+    code: verdict.code,
+    httpStatus: verdict.httpStatus,
+    keyId: '',
+    accountId: '',
+    environment: ProtoEnvironment.ENVIRONMENT_UNSPECIFIED,
+    scopes: [],
+    missingScopes: [],
+    keyName: '',
+  });
+const MISSING_KEY_RESPONSE = unidentified(MISSING_KEY);
+const INVALID_KEY_RESPONSE = unidentified(INVALID_KEY);
+
+/**
+ * The Verify path, transport-free: gate on shape and checksum (no I/O), hash,
+ * look up (synchronously on an in-process hit), decide. Every step here is
+ * paid on every REST request of every customer: keep it short.
+ */
+export class Verifier {
+  constructor(
+    private readonly format: KeyFormat,
+    private readonly catalog: ScopeCatalog,
+    private readonly lookup: KeyLookup,
+    private readonly uses: UseRecorder | undefined,
+    private readonly observe: VerdictObserver = () => {},
+  ) {}
+
+  /**
+   * Answers a VerifyRequest. Throws (or rejects with) INVALID_ARGUMENT for an
+   * unknown required scope and UNAVAILABLE when the key is in no cache and
+   * Postgres cannot be reached; every refusal is an answer, not an error.
+   */
+  verify(request: VerifyRequest): VerifyResponse | Promise<VerifyResponse> {
+    this.catalog.checkKnown('required_scopes', request.requiredScopes);
+    const raw = request.key;
+    if (raw.length === 0) {
+      this.observe(MISSING_KEY);
+      return MISSING_KEY_RESPONSE;
+    }
+    if (this.format.check(raw) === undefined) {
+      this.observe(INVALID_KEY);
+      return INVALID_KEY_RESPONSE;
+    }
+    const found = this.lookup.find(hashSecret(raw));
+    if (found instanceof Promise) return found.then((key) => this.answer(key, request));
+    return this.answer(found, request);
+  }
+
+  private answer(key: VerifiableKey | undefined, request: VerifyRequest): VerifyResponse {
+    if (key === undefined) {
+      this.observe(INVALID_KEY);
+      return INVALID_KEY_RESPONSE;
+    }
+    const now = Date.now();
+    const verdict = decideVerdict(key, request.clientIp, request.requiredScopes, now);
+    this.observe(verdict);
+    this.uses?.recordUse(key, request.clientIp, now, verdict);
+    return {
+      valid: verdict.httpStatus === 200,
+      code: verdict.code,
+      httpStatus: verdict.httpStatus,
+      keyId: key.id,
+      accountId: key.accountId,
+      environment: key.environment === 'live' ? ProtoEnvironment.ENVIRONMENT_LIVE : ProtoEnvironment.ENVIRONMENT_TEST,
+      scopes: key.scopes as string[],
+      missingScopes: verdict.missingScopes as string[],
+      keyName: key.name,
+    };
+  }
+}
