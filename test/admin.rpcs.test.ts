@@ -1,0 +1,274 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { status } from '@grpc/grpc-js';
+import pg from 'pg';
+import { type ApiKey, Environment } from '../src/gen/keyward/v1/keyward';
+import { AdminClient, assertGrpcError, responseText, secretsSeen } from './helpers/clients';
+import { newAccountId, testDatabaseUrl } from './helpers/env';
+import { assertNoLeaks } from './helpers/leaks';
+import { ServerProcess } from './helpers/serverProcess';
+
+describe('admin RPCs over the wire', () => {
+  let server: ServerProcess;
+  let client: AdminClient;
+  let db: pg.Pool;
+
+  before(async () => {
+    server = await ServerProcess.start();
+    client = new AdminClient(server.address);
+    db = new pg.Pool({ connectionString: testDatabaseUrl(), max: 2 });
+  });
+
+  after(async () => {
+    client.close();
+    await db.end();
+    assert.equal(await server.stop(), 0);
+    for (const secret of secretsSeen) assert.ok(!server.log.includes(secret), 'a secret reached the server log');
+    await assertNoLeaks();
+  });
+
+  const countKeys = async (accountId: string): Promise<number> => {
+    const { rows } = await db.query<{ n: string }>('select count(*) as n from keyward.api_keys where account_id = $1', [accountId]);
+    return Number(rows[0]?.n);
+  };
+
+  describe('CreateKey', () => {
+    it('returns the key and its secret, and stores only the hash', async () => {
+      const accountId = newAccountId();
+      const expiresAt = new Date(Date.now() + 86_400_000);
+      const { key, secret } = await client.createKey({
+        accountId,
+        name: '  CRM Integration ',
+        environment: Environment.ENVIRONMENT_TEST,
+        scopes: ['jobs:write', 'jobs:read', 'jobs:read', 'technicians:read'],
+        ipWhitelist: ['203.0.113.7/24', '2001:db8::1'],
+        expiresAt,
+      });
+      assert.match(secret, /^fsm_test_[0-9A-Za-z]{49}$/);
+      assert.ok(key !== undefined);
+      assert.match(key.id, /^[0-9a-f-]{36}$/);
+      assert.equal(key.accountId, accountId);
+      assert.equal(key.name, 'CRM Integration');
+      assert.equal(key.environment, Environment.ENVIRONMENT_TEST);
+      assert.equal(key.display, `fsm_test_${secret.slice(9, 13)}…${secret.slice(-4)}`);
+      assert.deepEqual(key.scopes, ['jobs:read', 'jobs:write', 'technicians:read']);
+      assert.deepEqual(key.ipWhitelist, ['203.0.113.0/24', '2001:db8::1']);
+      assert.equal(key.expiresAt?.getTime(), expiresAt.getTime());
+      assert.equal(key.revokedAt, undefined);
+      assert.equal(key.lastUsedAt, undefined);
+      assert.equal(key.requestCount, 0n);
+      assert.ok(Math.abs((key.createdAt?.getTime() ?? 0) - Date.now()) < 60_000);
+
+      const { rows } = await db.query('select * from keyward.api_keys where id = $1', [key.id]);
+      const stored = JSON.stringify(rows[0]);
+      assert.ok(!stored.includes(secret) && !stored.includes(secret.slice(9, -4)), 'the secret is stored');
+      assert.equal((rows[0] as { secret_hash: Buffer }).secret_hash.length, 32);
+    });
+
+    it('creates live keys with the live prefix', async () => {
+      const { key, secret } = await client.newKey(newAccountId());
+      assert.match(secret, /^fsm_live_/);
+      assert.equal(key?.environment, Environment.ENVIRONMENT_LIVE);
+      assert.match(key?.display ?? '', /^fsm_live_/);
+    });
+
+    const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['an empty name', { name: '   ' }, /^name "   ": must not be empty/],
+      ['an oversized name', { name: 'n'.repeat(201) }, /^name "n{80}…": must be at most 200 characters/],
+      ['an unknown scope', { scopes: ['jobs:read', 'jobs:delete'] }, /^scopes\[1\] "jobs:delete": unknown scope/],
+      ['no scope', { scopes: [] }, /^scopes "": at least one scope is required/],
+      ['a bad CIDR', { ipWhitelist: ['10.0.0.0/8', '10.0.0.0/40'] }, /^ip_whitelist\[1\] "10\.0\.0\.0\/40"/],
+      ['an unspecified environment', { environment: Environment.ENVIRONMENT_UNSPECIFIED }, /^environment "ENVIRONMENT_UNSPECIFIED"/],
+      ['an expiry in the past', { expiresAt: new Date(Date.now() - 1000) }, /^expires_at "[0-9T:.-]+Z": must be in the future/],
+      ['an empty account', { accountId: '' }, /^account_id "": must not be empty/],
+      ['an oversized account', { accountId: 'a'.repeat(129) }, /^account_id "a{80}…": must be at most 128/],
+    ];
+    for (const [what, change, message] of invalid) {
+      it(`refuses ${what} with INVALID_ARGUMENT naming the field, and stores nothing`, async () => {
+        const accountId = newAccountId();
+        const request = { accountId, name: 'k', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'], ...change };
+        await assertGrpcError(client.createKey(request), status.INVALID_ARGUMENT, message);
+        assert.equal(await countKeys(accountId), 0);
+        assert.equal(await countKeys(String(request.accountId)), 0);
+      });
+    }
+  });
+
+  describe('GetKey', () => {
+    it('returns the key as created, without its secret', async () => {
+      const accountId = newAccountId();
+      const created = await client.newKey(accountId, { scopes: ['assets:meter'] });
+      const { key } = await client.getKey({ accountId, keyId: created.key?.id });
+      assert.deepEqual(key, created.key);
+      assert.ok(!responseText(key).includes(created.secret));
+    });
+
+    it('answers NOT_FOUND for an unknown id and INVALID_ARGUMENT for a malformed one', async () => {
+      const accountId = newAccountId();
+      await assertGrpcError(
+        client.getKey({ accountId, keyId: '00000000-0000-4000-8000-000000000000' }),
+        status.NOT_FOUND,
+        /^key_id "00000000-0000-4000-8000-000000000000": no such key/,
+      );
+      await assertGrpcError(client.getKey({ accountId, keyId: 'fsm_live_x' }), status.INVALID_ARGUMENT, /^key_id "fsm_live_x"/);
+    });
+  });
+
+  describe('ListKeys', () => {
+    it('lists newest first, pages stably while keys are added, and leaves revoked keys out unless asked', async () => {
+      const accountId = newAccountId();
+      const ids: string[] = [];
+      for (let i = 0; i < 7; i++) ids.push((await client.newKey(accountId, { name: `key ${i}` })).key?.id as string);
+      await client.revokeKey({ accountId, keyId: ids[2] });
+      await client.newKey(newAccountId()); // another account's key never shows
+
+      const first = await client.listKeys({ accountId, pageSize: 3 });
+      assert.deepEqual(first.keys.map((k) => k.id), [ids[6], ids[5], ids[4]]);
+      assert.notEqual(first.nextPageToken, '');
+      const added = (await client.newKey(accountId, { name: 'added while paging' })).key?.id;
+      const second = await client.listKeys({ accountId, pageSize: 3, pageToken: first.nextPageToken });
+      assert.deepEqual(second.keys.map((k) => k.id), [ids[3], ids[1], ids[0]]);
+      assert.equal(second.nextPageToken, '');
+
+      const all = await client.listKeys({ accountId, includeRevoked: true });
+      assert.deepEqual(all.keys.map((k) => k.id), [added, ...[...ids].reverse()]);
+      assert.equal(all.nextPageToken, '');
+      assert.ok(all.keys.find((k) => k.id === ids[2])?.revokedAt instanceof Date);
+    });
+
+    it('refuses a page token of another query or a forged one', async () => {
+      const accountId = newAccountId();
+      for (let i = 0; i < 3; i++) await client.newKey(accountId);
+      const { nextPageToken } = await client.listKeys({ accountId, pageSize: 1 });
+      await assertGrpcError(
+        client.listKeys({ accountId: newAccountId(), pageToken: nextPageToken }),
+        status.INVALID_ARGUMENT,
+        /^page_token ".*": was issued for another account_id or include_revoked/,
+      );
+      await assertGrpcError(
+        client.listKeys({ accountId, includeRevoked: true, pageToken: nextPageToken }),
+        status.INVALID_ARGUMENT,
+        /^page_token/,
+      );
+      await assertGrpcError(client.listKeys({ accountId, pageToken: 'garbage' }), status.INVALID_ARGUMENT, /^page_token "garbage": is not/);
+    });
+
+    it('caps the page size at 1000 and defaults it to 50', async () => {
+      const accountId = newAccountId();
+      const values = Array.from({ length: 1_003 }, (_, i) => `('${accountId}', 'bulk ${i}', 'live', sha256('${accountId}${i}'::bytea), 'fsm_live_x…y', '{jobs:read}')`);
+      await db.query(`insert into keyward.api_keys (account_id, name, environment, secret_hash, display, scopes) values ${values.join(',')}`);
+      const byDefault = await client.listKeys({ accountId });
+      assert.equal(byDefault.keys.length, 50);
+      const capped = await client.listKeys({ accountId, pageSize: 5_000 });
+      assert.equal(capped.keys.length, 1_000);
+      const rest = await client.listKeys({ accountId, pageSize: 5_000, pageToken: capped.nextPageToken });
+      assert.equal(rest.keys.length, 3);
+      assert.equal(rest.nextPageToken, '');
+    });
+  });
+
+  describe('UpdateScopes and UpdateIpWhitelist', () => {
+    it('replace the set and return the key as it now is', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId, { ipWhitelist: ['10.0.0.0/8'] })).key?.id;
+      const scoped = await client.updateScopes({ accountId, keyId, scopes: ['webhooks:manage', 'assets:transfer'] });
+      assert.deepEqual(scoped.key?.scopes, ['assets:transfer', 'webhooks:manage']);
+      const listed = await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['::ffff:192.0.2.1', '2001:db8::/48'] });
+      assert.deepEqual(listed.key?.ipWhitelist, ['192.0.2.1', '2001:db8::/48']);
+      assert.deepEqual(listed.key?.scopes, ['assets:transfer', 'webhooks:manage']);
+      const cleared = await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] });
+      assert.deepEqual(cleared.key?.ipWhitelist, []);
+      assert.deepEqual((await client.getKey({ accountId, keyId })).key?.ipWhitelist, []);
+    });
+
+    it('refuse bad input naming the field, and leave the key as it was', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId, { ipWhitelist: ['10.0.0.0/8'] })).key?.id;
+      await assertGrpcError(client.updateScopes({ accountId, keyId, scopes: ['admin:all'] }), status.INVALID_ARGUMENT, /^scopes\[0\] "admin:all"/);
+      await assertGrpcError(client.updateScopes({ accountId, keyId, scopes: [] }), status.INVALID_ARGUMENT, /^scopes "": at least one/);
+      await assertGrpcError(
+        client.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['192.0.2.0/24', 'nope'] }),
+        status.INVALID_ARGUMENT,
+        /^ip_whitelist\[1\] "nope"/,
+      );
+      const { key } = await client.getKey({ accountId, keyId });
+      assert.deepEqual(key?.scopes, ['jobs:read']);
+      assert.deepEqual(key?.ipWhitelist, ['10.0.0.0/8']);
+    });
+
+    it('refuse to change a revoked key with FAILED_PRECONDITION', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      await client.revokeKey({ accountId, keyId });
+      await assertGrpcError(client.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }), status.FAILED_PRECONDITION, /revoked/);
+      await assertGrpcError(client.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] }), status.FAILED_PRECONDITION, /revoked/);
+    });
+  });
+
+  describe('RevokeKey', () => {
+    it('sets revoked_at once; revoking again changes nothing', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      const first = await client.revokeKey({ accountId, keyId });
+      assert.ok(first.key?.revokedAt instanceof Date);
+      const second = await client.revokeKey({ accountId, keyId });
+      assert.deepEqual(second.key, first.key);
+    });
+  });
+
+  it('keeps tenants apart: another account gets NOT_FOUND from every RPC and sees nothing in lists', async () => {
+    const owner = newAccountId();
+    const stranger = newAccountId();
+    const keyId = (await client.newKey(owner)).key?.id as string;
+    const notFound = new RegExp(`^key_id "${keyId}": no such key in account_id "${stranger}"`);
+    await assertGrpcError(client.getKey({ accountId: stranger, keyId }), status.NOT_FOUND, notFound);
+    await assertGrpcError(client.updateScopes({ accountId: stranger, keyId, scopes: ['jobs:write'] }), status.NOT_FOUND, notFound);
+    await assertGrpcError(client.updateIpWhitelist({ accountId: stranger, keyId, ipWhitelist: ['10.0.0.1'] }), status.NOT_FOUND, notFound);
+    await assertGrpcError(client.revokeKey({ accountId: stranger, keyId }), status.NOT_FOUND, notFound);
+    assert.deepEqual((await client.listKeys({ accountId: stranger, includeRevoked: true })).keys, []);
+    const { key } = await client.getKey({ accountId: owner, keyId });
+    assert.deepEqual(key?.scopes, ['jobs:read']);
+    assert.equal(key?.revokedAt, undefined);
+  });
+
+  it('refuses admin calls without the admin token, with a wrong one, or with another scheme', async () => {
+    const accountId = newAccountId();
+    const keyId = (await client.newKey(accountId)).key?.id;
+    for (const token of [null, 'wrong-token-wrong-token', '']) {
+      const stranger = new AdminClient(server.address, token);
+      try {
+        await assertGrpcError(stranger.createKey({ accountId, name: 'x', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'] }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.getKey({ accountId, keyId }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.listKeys({ accountId }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.revokeKey({ accountId, keyId }), status.UNAUTHENTICATED);
+      } finally {
+        stranger.close();
+      }
+    }
+    assert.equal(await countKeys(accountId), 1);
+    const { key } = await client.getKey({ accountId, keyId });
+    assert.equal(key?.revokedAt, undefined);
+  });
+
+  it('never sends a secret in any response but CreateKey', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await client.newKey(accountId);
+    const keyId = key?.id;
+    const responses: unknown[] = [
+      await client.getKey({ accountId, keyId }),
+      await client.listKeys({ accountId, includeRevoked: true }),
+      await client.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }),
+      await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['10.0.0.1'] }),
+      await client.revokeKey({ accountId, keyId }),
+    ];
+    const body = secret.slice(9, -4);
+    for (const response of responses) {
+      const text = responseText(response);
+      assert.ok(!text.includes(body), `secret in ${text}`);
+    }
+    const keys = (responses[1] as { keys: ApiKey[] }).keys;
+    assert.equal(keys.length, 1);
+  });
+});

@@ -1,0 +1,96 @@
+import net from 'node:net';
+
+export type ProxyMode = 'pass' | 'stall' | 'refuse';
+
+/**
+ * A TCP proxy of a test's own between keyward and a dependency, which can
+ * refuse new connections, cut the open ones, or stall traffic both ways
+ * (bytes are held, not lost, until `pass` again). It never touches the
+ * shared server behind it, so parallel tests are unaffected.
+ */
+export class FaultProxy {
+  private readonly server: net.Server;
+  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; held: Array<[net.Socket, Buffer]> }>();
+  private mode: ProxyMode = 'pass';
+  port = 0;
+
+  private constructor(
+    private readonly targetHost: string,
+    private readonly targetPort: number,
+  ) {
+    this.server = net.createServer((client) => this.accept(client));
+  }
+
+  static async start(targetHost: string, targetPort: number): Promise<FaultProxy> {
+    const proxy = new FaultProxy(targetHost, targetPort);
+    await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    proxy.port = (proxy.server.address() as net.AddressInfo).port;
+    return proxy;
+  }
+
+  /** The proxied Postgres URL for a database on the shared server. */
+  postgresUrl(database: string): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  get connections(): number {
+    return this.pairs.size;
+  }
+
+  /** Lets traffic through again, delivering what a stall held. */
+  pass(): void {
+    this.mode = 'pass';
+    for (const pair of this.pairs) {
+      for (const [to, data] of pair.held.splice(0)) to.write(data);
+    }
+  }
+
+  /** Holds every byte in both directions; connections stay open. */
+  stall(): void {
+    this.mode = 'stall';
+  }
+
+  /** Closes new connections at once (existing ones are left alone; see cut). */
+  refuse(): void {
+    this.mode = 'refuse';
+  }
+
+  /** Resets every open connection. */
+  cut(): void {
+    for (const pair of this.pairs) {
+      pair.client.resetAndDestroy();
+      pair.upstream.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(client: net.Socket): void {
+    if (this.mode === 'refuse') {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(this.targetPort, this.targetHost);
+    const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]> };
+    this.pairs.add(pair);
+    const forward = (to: net.Socket) => (data: Buffer) => {
+      if (this.mode === 'stall') pair.held.push([to, data]);
+      else to.write(data);
+    };
+    client.on('data', forward(upstream));
+    upstream.on('data', forward(client));
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+  }
+}

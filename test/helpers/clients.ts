@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { type Client, Metadata, type ServiceError, credentials, type status } from '@grpc/grpc-js';
+import {
+  CreateKeyRequest,
+  type CreateKeyResponse,
+  Environment,
+  GetKeyRequest,
+  type GetKeyResponse,
+  KeyAdminServiceClient,
+  KeyVerifierServiceClient,
+  ListKeysRequest,
+  type ListKeysResponse,
+  RevokeKeyRequest,
+  type RevokeKeyResponse,
+  UpdateIpWhitelistRequest,
+  type UpdateIpWhitelistResponse,
+  UpdateScopesRequest,
+  type UpdateScopesResponse,
+  VerifyRequest,
+  type VerifyResponse,
+} from '../../src/gen/keyward/v1/keyward';
+import { ADMIN_TOKEN } from './env';
+
+type Partial<T> = { [K in keyof T]?: T[K] };
+type Callback = (error: ServiceError | null, response: unknown) => void;
+type UnaryMethod = (request: unknown, metadata: Metadata, callback: Callback) => unknown;
+
+/** Calls a generated client's unary method by name; the caller names the response type. */
+function unary<Res>(client: Client, method: string, request: unknown, metadata: Metadata): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const call = (client as unknown as Record<string, UnaryMethod>)[method] as UnaryMethod;
+    call.call(client, request, metadata, (error, response) => (error ? reject(error) : resolve(response as Res)));
+  });
+}
+
+function bearer(token: string | null | undefined): Metadata {
+  const metadata = new Metadata();
+  if (token !== undefined && token !== null) metadata.set('authorization', `Bearer ${token}`);
+  return metadata;
+}
+
+/** Every secret any test client has received, to check that none reaches a log. */
+export const secretsSeen = new Set<string>();
+
+/** The generated admin client, promisified, with the admin token by default. */
+export class AdminClient {
+  readonly raw: KeyAdminServiceClient;
+
+  constructor(
+    address: string,
+    /** null sends no authorization metadata. */
+    private readonly token: string | null = ADMIN_TOKEN,
+  ) {
+    this.raw = new KeyAdminServiceClient(address, credentials.createInsecure());
+  }
+
+  async createKey(request: Partial<CreateKeyRequest>): Promise<CreateKeyResponse> {
+    const response = await unary<CreateKeyResponse>(this.raw, 'createKey', CreateKeyRequest.fromPartial(request), bearer(this.token));
+    secretsSeen.add(response.secret);
+    return response;
+  }
+
+  /** Creates a live key with the given scopes (default jobs:read) for `accountId`. */
+  async newKey(accountId: string, request: Partial<CreateKeyRequest> = {}): Promise<CreateKeyResponse> {
+    return this.createKey({ accountId, name: 'test key', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'], ...request });
+  }
+
+  getKey(request: Partial<GetKeyRequest>): Promise<GetKeyResponse> {
+    return unary(this.raw, 'getKey', GetKeyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  listKeys(request: Partial<ListKeysRequest>): Promise<ListKeysResponse> {
+    return unary(this.raw, 'listKeys', ListKeysRequest.fromPartial(request), bearer(this.token));
+  }
+
+  updateScopes(request: Partial<UpdateScopesRequest>): Promise<UpdateScopesResponse> {
+    return unary(this.raw, 'updateScopes', UpdateScopesRequest.fromPartial(request), bearer(this.token));
+  }
+
+  updateIpWhitelist(request: Partial<UpdateIpWhitelistRequest>): Promise<UpdateIpWhitelistResponse> {
+    return unary(this.raw, 'updateIpWhitelist', UpdateIpWhitelistRequest.fromPartial(request), bearer(this.token));
+  }
+
+  revokeKey(request: Partial<RevokeKeyRequest>): Promise<RevokeKeyResponse> {
+    return unary(this.raw, 'revokeKey', RevokeKeyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** The generated verifier client, promisified. */
+export class VerifierClient {
+  readonly raw: KeyVerifierServiceClient;
+
+  constructor(
+    address: string,
+    private readonly token?: string,
+  ) {
+    this.raw = new KeyVerifierServiceClient(address, credentials.createInsecure());
+  }
+
+  verify(request: Partial<VerifyRequest>): Promise<VerifyResponse> {
+    return unary(this.raw, 'verify', VerifyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** Asserts that `promise` fails with the gRPC `code` and details matching `details`. */
+export async function assertGrpcError(promise: Promise<unknown>, code: status, details?: RegExp): Promise<ServiceError> {
+  let error: unknown;
+  try {
+    await promise;
+  } catch (caught) {
+    error = caught;
+  }
+  assert.ok(error !== undefined, `expected gRPC status ${code}, but the call succeeded`);
+  const serviceError = error as ServiceError;
+  assert.equal(serviceError.code, code, `expected gRPC status ${code}, got ${serviceError.code}: ${serviceError.details}`);
+  if (details !== undefined) assert.match(serviceError.details, details);
+  return serviceError;
+}
+
+/** JSON text of a response (bigints as strings), for searching it for a secret. */
+export function responseText(value: unknown): string {
+  return JSON.stringify(value, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
+}

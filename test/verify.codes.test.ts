@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { status } from '@grpc/grpc-js';
+import { Environment, VerifyCode } from '../src/gen/keyward/v1/keyward';
+import { KeyFormat } from '../src/keys/KeyFormat';
+import { AdminClient, VerifierClient, assertGrpcError, secretsSeen } from './helpers/clients';
+import { newAccountId } from './helpers/env';
+import { assertNoLeaks } from './helpers/leaks';
+import { ServerProcess } from './helpers/serverProcess';
+
+describe('Verify over the wire', () => {
+  let server: ServerProcess;
+  let admin: AdminClient;
+  let verifier: VerifierClient;
+
+  before(async () => {
+    server = await ServerProcess.start();
+    admin = new AdminClient(server.address);
+    verifier = new VerifierClient(server.address);
+  });
+
+  after(async () => {
+    admin.close();
+    verifier.close();
+    assert.equal(await server.stop(), 0);
+    for (const secret of secretsSeen) assert.ok(!server.log.includes(secret), 'a secret reached the server log');
+    await assertNoLeaks();
+  });
+
+  it('answers OK 200 with the key, its account and its full scope list', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await admin.newKey(accountId, { name: 'CRM', scopes: ['jobs:read', 'technicians:read'] });
+    const answer = await verifier.verify({ key: secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:read'] });
+    assert.deepEqual(answer, {
+      valid: true,
+      code: VerifyCode.VERIFY_CODE_OK,
+      httpStatus: 200,
+      keyId: key?.id,
+      accountId,
+      environment: Environment.ENVIRONMENT_LIVE,
+      scopes: ['jobs:read', 'technicians:read'],
+      missingScopes: [],
+      keyName: 'CRM',
+    });
+  });
+
+  it('answers MISSING_KEY 401 for an empty key', async () => {
+    const answer = await verifier.verify({ key: '', clientIp: '198.51.100.1', requiredScopes: ['jobs:read'] });
+    assert.equal(answer.valid, false);
+    assert.equal(answer.code, VerifyCode.VERIFY_CODE_MISSING_KEY);
+    assert.equal(answer.httpStatus, 401);
+    assert.equal(answer.keyId, '');
+  });
+
+  it('answers INVALID_KEY 401 for garbage, typos and unknown well-formed keys', async () => {
+    const { secret } = await admin.newKey(newAccountId());
+    const typo = secret.slice(0, 20) + (secret[20] === 'a' ? 'b' : 'a') + secret.slice(21);
+    const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+    for (const key of ['garbage', 'Bearer x', typo, secret.slice(0, -1), unknown, secret.replace('fsm_live_', 'fsm_test_'), 'k'.repeat(5000)]) {
+      const answer = await verifier.verify({ key, clientIp: '198.51.100.1' });
+      assert.equal(answer.code, VerifyCode.VERIFY_CODE_INVALID_KEY, key.slice(0, 20));
+      assert.equal(answer.httpStatus, 401);
+      assert.equal(answer.valid, false);
+      assert.equal(answer.keyId, '');
+    }
+  });
+
+  it('answers REVOKED 401 as soon as RevokeKey returns', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await admin.newKey(accountId);
+    assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+    await admin.revokeKey({ accountId, keyId: key?.id });
+    const answer = await verifier.verify({ key: secret });
+    assert.equal(answer.code, VerifyCode.VERIFY_CODE_REVOKED);
+    assert.equal(answer.httpStatus, 401);
+    assert.equal(answer.keyId, key?.id);
+  });
+
+  it('answers EXPIRED 401 once expires_at has passed', async () => {
+    const { secret } = await admin.newKey(newAccountId(), { expiresAt: new Date(Date.now() + 1_200) });
+    assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    const answer = await verifier.verify({ key: secret });
+    assert.equal(answer.code, VerifyCode.VERIFY_CODE_EXPIRED);
+    assert.equal(answer.httpStatus, 401);
+  });
+
+  it('answers IP_NOT_ALLOWED 403 outside the whitelist, or without a usable client address', async () => {
+    const { secret } = await admin.newKey(newAccountId(), { ipWhitelist: ['203.0.113.0/24'] });
+    assert.equal((await verifier.verify({ key: secret, clientIp: '203.0.113.9' })).code, VerifyCode.VERIFY_CODE_OK);
+    for (const clientIp of ['203.0.114.9', '', 'localhost', '2001:db8::1']) {
+      const answer = await verifier.verify({ key: secret, clientIp });
+      assert.equal(answer.code, VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED, clientIp);
+      assert.equal(answer.httpStatus, 403);
+      assert.equal(answer.valid, false);
+    }
+  });
+
+  it('matches IPv6 ranges, and IPv4-mapped IPv6 clients against IPv4 entries', async () => {
+    const { secret } = await admin.newKey(newAccountId(), { ipWhitelist: ['2001:db8::/32', '203.0.113.7'] });
+    for (const [clientIp, code] of [
+      ['2001:db8:ffff::1', VerifyCode.VERIFY_CODE_OK],
+      ['2001:0db8:0000:0000:0000:0000:0000:0001', VerifyCode.VERIFY_CODE_OK],
+      ['2001:db9::1', VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED],
+      ['::ffff:203.0.113.7', VerifyCode.VERIFY_CODE_OK],
+      ['::ffff:203.0.113.8', VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED],
+      ['203.0.113.7', VerifyCode.VERIFY_CODE_OK],
+    ] as const) {
+      assert.equal((await verifier.verify({ key: secret, clientIp })).code, code, clientIp);
+    }
+  });
+
+  it('answers INSUFFICIENT_SCOPE 403 with the missing scopes', async () => {
+    const { secret } = await admin.newKey(newAccountId(), { scopes: ['jobs:read', 'customers:read'] });
+    const answer = await verifier.verify({ key: secret, requiredScopes: ['jobs:read', 'jobs:write', 'assets:transfer'] });
+    assert.equal(answer.code, VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE);
+    assert.equal(answer.httpStatus, 403);
+    assert.equal(answer.valid, false);
+    assert.deepEqual(answer.missingScopes, ['jobs:write', 'assets:transfer']);
+    assert.deepEqual(answer.scopes, ['jobs:read', 'customers:read']);
+  });
+
+  it('follows changes of scopes and whitelist at once', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await admin.newKey(accountId, { scopes: ['jobs:read', 'jobs:write'] });
+    const keyId = key?.id;
+    assert.equal((await verifier.verify({ key: secret, requiredScopes: ['jobs:write'] })).code, VerifyCode.VERIFY_CODE_OK);
+    await admin.updateScopes({ accountId, keyId, scopes: ['jobs:read'] });
+    assert.equal((await verifier.verify({ key: secret, requiredScopes: ['jobs:write'] })).code, VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE);
+    await admin.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['10.0.0.0/8'] });
+    assert.equal((await verifier.verify({ key: secret, clientIp: '192.0.2.1' })).code, VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED);
+    assert.equal((await verifier.verify({ key: secret, clientIp: '10.1.2.3' })).code, VerifyCode.VERIFY_CODE_OK);
+    await admin.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] });
+    assert.equal((await verifier.verify({ key: secret, clientIp: '192.0.2.1' })).code, VerifyCode.VERIFY_CODE_OK);
+  });
+
+  it('refuses an unknown required scope with INVALID_ARGUMENT naming it', async () => {
+    await assertGrpcError(
+      verifier.verify({ key: '', requiredScopes: ['jobs:read', 'jobs:destroy'] }),
+      status.INVALID_ARGUMENT,
+      /^required_scopes\[1\] "jobs:destroy": unknown scope/,
+    );
+  });
+});
+
+describe('Verify with a verifier token', () => {
+  it('requires the token when KEYWARD_VERIFIER_TOKEN is set', async () => {
+    const server = await ServerProcess.start({ KEYWARD_VERIFIER_TOKEN: 'verifier-token-0123456789' });
+    const admin = new AdminClient(server.address);
+    const anonymous = new VerifierClient(server.address);
+    const wrong = new VerifierClient(server.address, 'wrong-token-0123456789');
+    const admitted = new VerifierClient(server.address, 'verifier-token-0123456789');
+    try {
+      const { secret } = await admin.newKey(newAccountId());
+      await assertGrpcError(anonymous.verify({ key: secret }), status.UNAUTHENTICATED, /verifier token/);
+      await assertGrpcError(wrong.verify({ key: secret }), status.UNAUTHENTICATED);
+      assert.equal((await admitted.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+    } finally {
+      for (const client of [admin, anonymous, wrong, admitted]) client.close();
+      assert.equal(await server.stop(), 0);
+    }
+    await assertNoLeaks();
+  });
+});
+
+describe('Verify when Postgres is unreachable', () => {
+  it('still refuses malformed keys (no I/O), and answers UNAVAILABLE for keys it would have to look up', async () => {
+    const server = await ServerProcess.start({
+      DATABASE_URL: 'postgres://postgres@127.0.0.1:1/keyward',
+      KEYWARD_MIGRATE_ON_START: 'false',
+      KEYWARD_DB_VERIFY_TIMEOUT_MS: '500',
+      KEYWARD_DB_QUERY_TIMEOUT_MS: '500',
+    });
+    const admin = new AdminClient(server.address);
+    const verifier = new VerifierClient(server.address);
+    try {
+      assert.equal((await verifier.verify({ key: 'fsm_live_garbage' })).code, VerifyCode.VERIFY_CODE_INVALID_KEY);
+      assert.equal((await verifier.verify({ key: '' })).code, VerifyCode.VERIFY_CODE_MISSING_KEY);
+      const wellFormed = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+      await assertGrpcError(verifier.verify({ key: wellFormed }), status.UNAVAILABLE, /unavailable/);
+      await assertGrpcError(admin.listKeys({ accountId: newAccountId() }), status.UNAVAILABLE, /unavailable/);
+      assert.ok(!server.log.includes(wellFormed));
+      assert.equal((await verifier.verify({ key: '' })).code, VerifyCode.VERIFY_CODE_MISSING_KEY, 'the server is unharmed');
+    } finally {
+      admin.close();
+      verifier.close();
+      assert.equal(await server.stop(), 0);
+    }
+    await assertNoLeaks();
+  });
+});
