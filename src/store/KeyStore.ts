@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Environment } from '../keys/KeyFormat';
 import type { KeyRecord } from '../keys/KeyRecord';
-import type { KeyState } from '../keys/VerifiableKey';
+import { type KeyState, keyStateOf } from '../keys/VerifiableKey';
 import { query } from './db';
 
 /** What CreateKey stores: everything but the secret, which only its hash stands for. */
@@ -22,6 +22,8 @@ export interface KeyChange {
   readonly secretHash: string;
   /** False when the change was a no-op (revoking a revoked key). */
   readonly changed: boolean;
+  /** The change's row in the invalidation outbox (none for a no-op). */
+  readonly outboxSeq: string | undefined;
 }
 
 export type ChangeOutcome = KeyChange | 'not_found' | 'revoked';
@@ -111,7 +113,8 @@ export class KeyStore {
       `select ${KEY_COLUMNS} from keyward.api_keys k where k.account_id = $1::text and k.id = $2::uuid`,
       [accountId, keyId],
     );
-    return rows[0] === undefined ? 'not_found' : { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false };
+    if (rows[0] === undefined) return 'not_found';
+    return { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false, outboxSeq: undefined };
   }
 
   /** The key with this secret hash, for Verify, within the Verify time limit. */
@@ -122,23 +125,34 @@ export class KeyStore {
       [Buffer.from(secretHash, 'hex')],
       this.timeouts.verifyMs,
     );
-    return rows[0] === undefined ? undefined : toKeyState(rows[0]);
+    return rows[0] === undefined ? undefined : keyStateOf(toRecord(rows[0]));
   }
 
   /**
    * Applies `assignment` to an active key of the account, incrementing its
-   * version. Tells a missing key from a revoked one when nothing was updated.
+   * version, and records the change in the invalidation outbox in the same
+   * statement (so in the same transaction). Tells a missing key from a
+   * revoked one when nothing was updated.
    */
   private async change(accountId: string, keyId: string, assignment: string, values: readonly unknown[]): Promise<ChangeOutcome> {
-    const rows = await this.run<KeyRow>(
-      `update keyward.api_keys k
-          set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
-        where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null
-       returning ${KEY_COLUMNS}`,
+    const rows = await this.run<KeyRow & { outbox_seq: string }>(
+      `with changed as (
+         update keyward.api_keys k
+            set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
+          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null
+         returning ${KEY_COLUMNS}
+       ), outbox as (
+         insert into keyward.key_invalidations (secret_hash, version)
+         select secret_hash, version from changed
+         returning seq
+       )
+       select changed.*, outbox.seq as outbox_seq from changed, outbox`,
       [accountId, keyId, ...values],
     );
     const row = rows[0];
-    if (row !== undefined) return { record: toRecord(row), secretHash: row.secret_hash.toString('hex'), changed: true };
+    if (row !== undefined) {
+      return { record: toRecord(row), secretHash: row.secret_hash.toString('hex'), changed: true, outboxSeq: row.outbox_seq };
+    }
     const existing = await this.run<{ id: string }>(
       'select id from keyward.api_keys where account_id = $1::text and id = $2::uuid',
       [accountId, keyId],
@@ -165,19 +179,5 @@ function toRecord(row: KeyRow): KeyRecord {
     revokedAt: row.revoked_at,
     version: Number(row.version),
     usage: { requestCount: 0n, lastUsedAt: null, lastUsedIp: null },
-  };
-}
-
-function toKeyState(row: KeyRow): KeyState {
-  return {
-    id: row.id,
-    accountId: row.account_id,
-    name: row.name,
-    environment: row.environment,
-    scopes: row.scopes,
-    ipWhitelist: row.ip_whitelist,
-    expiresAt: row.expires_at === null ? null : row.expires_at.getTime(),
-    revokedAt: row.revoked_at === null ? null : row.revoked_at.getTime(),
-    version: Number(row.version),
   };
 }
