@@ -4,8 +4,17 @@ import type { Server } from '@grpc/grpc-js';
 import type { HealthImplementation } from 'grpc-health-check';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { KeyAdmin } from './admin/KeyAdmin';
+import type { Redis } from 'ioredis';
+import { KeyAdmin, type KeyChangeListener } from './admin/KeyAdmin';
+import { CacheCounts, CacheTrust } from './cache/CacheTrust';
+import { ChangePropagator, PropagationCounts } from './cache/ChangePropagator';
+import { InvalidationBus } from './cache/InvalidationBus';
+import type { KeyLookup } from './cache/KeyLookup';
+import { LocalCache } from './cache/LocalCache';
 import { PostgresLookup } from './cache/PostgresLookup';
+import { RedisNames, RedisTier } from './cache/RedisTier';
+import { TierCounts, TieredLookup } from './cache/TieredLookup';
+import { createRedisClients } from './cache/redisClients';
 import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
 import { createTokenCheck } from './grpc/auth';
@@ -16,6 +25,7 @@ import { ScopeCatalog } from './keys/scopes';
 import { Metrics } from './metrics/Metrics';
 import { startMetricsServer } from './metrics/metricsServer';
 import { packageRoot } from './packageRoot';
+import { InvalidationOutbox } from './store/InvalidationOutbox';
 import { KeyStore } from './store/KeyStore';
 import { createPool } from './store/db';
 import { migrate } from './store/migrate';
@@ -43,6 +53,9 @@ export function createApp(config: Config, logger: Logger): App {
   let pool: pg.Pool | undefined;
   let grpc: { server: Server; health: HealthImplementation } | undefined;
   let metricsHttp: HttpServer | undefined;
+  let redis: { command: Redis; subscriber: Redis } | undefined;
+  let trust: CacheTrust | undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
   let starting: Promise<StartedApp> | undefined;
   let stopping: Promise<void> | undefined;
 
@@ -53,10 +66,27 @@ export function createApp(config: Config, logger: Logger): App {
 
     const metrics = new Metrics();
     const store = new KeyStore(pool, { verifyMs: config.db.verifyTimeoutMs, queryMs: config.db.queryTimeoutMs });
+    const outbox = new InvalidationOutbox(pool);
     const format = new KeyFormat(config.livePrefix, config.testPrefix);
     const catalog = new ScopeCatalog(config.scopes);
-    const admin = new KeyAdmin(store, format, catalog, { keyChanged: async () => {} });
-    const verifier = new Verifier(format, catalog, new PostgresLookup(store), undefined, metrics.countVerdict);
+    const tiers = new TierCounts();
+    metrics.trackTiers(tiers);
+    let lookup: KeyLookup;
+    let listener: KeyChangeListener;
+    if (config.redisUrl === undefined) {
+      // No bus to hear other instances' changes: no cache at all (README, "Caching and revocation").
+      lookup = new PostgresLookup(store, tiers);
+      listener = { keyChanged: async () => {} };
+      const prune = (): void => {
+        outbox.prune(outboxRetentionMs(config), config.db.queryTimeoutMs).catch(() => {});
+      };
+      pruneTimer = setInterval(prune, 60_000);
+      pruneTimer.unref();
+    } else {
+      ({ lookup, listener, trust, clients: redis } = createCaches(config, logger, store, outbox, tiers, metrics));
+    }
+    const admin = new KeyAdmin(store, format, catalog, listener);
+    const verifier = new Verifier(format, catalog, lookup, undefined, metrics.countVerdict);
 
     grpc = createGrpcServer(
       createAdminService(admin, createTokenCheck(config.adminToken), logger, metrics.observeAdminCall),
@@ -81,6 +111,9 @@ export function createApp(config: Config, logger: Logger): App {
       const how = await shutdownServer(grpc.server, config.shutdownTimeoutMs);
       if (how === 'forced') logger.warn({ timeoutMs: config.shutdownTimeoutMs }, 'calls still in flight at the shutdown timeout were cancelled');
     }
+    clearInterval(pruneTimer);
+    await trust?.stop();
+    if (redis !== undefined) await Promise.all([redis.command.quit().catch(() => {}), redis.subscriber.quit().catch(() => {})]);
     if (metricsHttp !== undefined) {
       const server = metricsHttp;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -99,4 +132,60 @@ export function createApp(config: Config, logger: Logger): App {
         .then(stop)
         .catch((error: unknown) => logger.error({ err: error }, 'stop failed'))),
   };
+}
+
+/** Outbox rows older than this concern no Redis entry any more: all have expired. */
+function outboxRetentionMs(config: Config): number {
+  return config.cache.redisTtlMs + 60_000;
+}
+
+/** The Redis tier, the in-process tier and the machinery that keeps them coherent across instances. */
+function createCaches(
+  config: Config,
+  logger: Logger,
+  store: KeyStore,
+  outbox: InvalidationOutbox,
+  tiers: TierCounts,
+  metrics: Metrics,
+): { lookup: KeyLookup; listener: KeyChangeListener; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
+  const { cache, db } = config;
+  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, logger);
+  const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs });
+  const local = cache.localEnabled
+    ? new LocalCache({
+        maxEntries: cache.maxEntries,
+        maxBytes: cache.maxBytes,
+        ttlMs: cache.ttlMs,
+        negativeTtlMs: cache.negativeTtlMs,
+        floorRetentionMs: Math.max(2 * (db.verifyTimeoutMs + cache.redisTimeoutMs), cache.ackTimeoutMs + cache.leaseMs) + 1_000,
+      })
+    : undefined;
+  const bus = new InvalidationBus(clients.subscriber, tier, cache.leaseMs, logger);
+  const cacheCounts = new CacheCounts();
+  const trust = new CacheTrust(
+    bus,
+    outbox,
+    tier,
+    {
+      leaseMs: cache.leaseMs,
+      relayAfterMs: cache.ackTimeoutMs,
+      outboxWindowMs: Math.max(30_000, 2 * db.queryTimeoutMs + 10_000),
+      retentionMs: outboxRetentionMs(config),
+    },
+    cacheCounts,
+    logger,
+  );
+  const lookup = new TieredLookup(local, tier, store, trust, tiers, logger, cache.leaseMs);
+  trust.start(lookup);
+  const propagation = new PropagationCounts();
+  const listener = new ChangePropagator(
+    bus,
+    lookup,
+    outbox,
+    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: cache.ackTimeoutMs, queryTimeoutMs: db.queryTimeoutMs },
+    propagation,
+    logger,
+  );
+  metrics.trackCache(cacheCounts, propagation, { trusted: () => trust.trusted, localEntries: () => local?.size ?? 0 });
+  return { lookup, listener, trust, clients };
 }

@@ -28,6 +28,23 @@ export interface Config {
   readonly migrateOnStart: boolean;
   /** How long a stop waits for calls in flight before cancelling them. */
   readonly shutdownTimeoutMs: number;
+  readonly cache: {
+    /** The in-process tier; only used with Redis (see README, "Caching and revocation"). */
+    readonly localEnabled: boolean;
+    readonly maxEntries: number;
+    readonly maxBytes: number;
+    /** Safety TTL of an in-process entry. */
+    readonly ttlMs: number;
+    /** How long "no such key" is remembered, in process and in Redis. */
+    readonly negativeTtlMs: number;
+    readonly redisTtlMs: number;
+    /** Time limit of each Redis command. */
+    readonly redisTimeoutMs: number;
+    /** How long a proof that the subscription is live lets an instance trust its caches. */
+    readonly leaseMs: number;
+    /** How long an admin change waits for every instance to confirm it dropped its copy. */
+    readonly ackTimeoutMs: number;
+  };
   readonly db: {
     readonly poolMax: number;
     /** Time limit of a Postgres query on the Verify path. */
@@ -46,6 +63,17 @@ export const DEFAULTS = {
   logLevel: 'info',
   migrateOnStart: true,
   shutdownTimeoutMs: 10_000,
+  cache: {
+    localEnabled: true,
+    maxEntries: 100_000,
+    maxBytes: 100 * 1024 * 1024,
+    ttlMs: 60_000,
+    negativeTtlMs: 10_000,
+    redisTtlMs: 300_000,
+    redisTimeoutMs: 100,
+    leaseMs: 1_000,
+    ackTimeoutMs: 250,
+  },
   db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
 } as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken'>;
 
@@ -152,6 +180,23 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     throw new ConfigError(`KEYWARD_REDIS_PREFIX=${JSON.stringify(redisPrefix)} must be 1 to 64 of A-Z a-z 0-9 _ : . -`);
   }
 
+  const cache = {
+    localEnabled: bool('KEYWARD_LOCAL_CACHE', DEFAULTS.cache.localEnabled),
+    maxEntries: int('KEYWARD_CACHE_MAX_ENTRIES', DEFAULTS.cache.maxEntries, 1, 100_000_000),
+    maxBytes: int('KEYWARD_CACHE_MAX_BYTES', DEFAULTS.cache.maxBytes, 1_024, 2 ** 40),
+    ttlMs: int('KEYWARD_CACHE_TTL_MS', DEFAULTS.cache.ttlMs, 1, 86_400_000),
+    negativeTtlMs: int('KEYWARD_CACHE_NEGATIVE_TTL_MS', DEFAULTS.cache.negativeTtlMs, 1, 3_600_000),
+    redisTtlMs: int('KEYWARD_REDIS_TTL_MS', DEFAULTS.cache.redisTtlMs, 1_000, 86_400_000),
+    redisTimeoutMs: int('KEYWARD_REDIS_TIMEOUT_MS', DEFAULTS.cache.redisTimeoutMs, 1, 60_000),
+    leaseMs: int('KEYWARD_CACHE_LEASE_MS', DEFAULTS.cache.leaseMs, 100, 60_000),
+    ackTimeoutMs: int('KEYWARD_INVALIDATION_ACK_TIMEOUT_MS', DEFAULTS.cache.ackTimeoutMs, 1, 60_000),
+  };
+  if (cache.leaseMs < 2 * cache.redisTimeoutMs) {
+    throw new ConfigError(
+      `KEYWARD_CACHE_LEASE_MS=${cache.leaseMs} must be at least twice KEYWARD_REDIS_TIMEOUT_MS=${cache.redisTimeoutMs}, or every heartbeat could time out`,
+    );
+  }
+
   return {
     databaseUrl,
     redisUrl: url('REDIS_URL', read('REDIS_URL'), ['redis:', 'rediss:']),
@@ -166,6 +211,7 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     logLevel: logLevel as LogLevel,
     migrateOnStart: bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart),
     shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
+    cache,
     db: {
       poolMax: int('KEYWARD_DB_POOL_MAX', DEFAULTS.db.poolMax, 1, 1_000),
       verifyTimeoutMs: int('KEYWARD_DB_VERIFY_TIMEOUT_MS', DEFAULTS.db.verifyTimeoutMs, 10, 60_000),

@@ -1,4 +1,5 @@
 import type { Environment } from './KeyFormat';
+import type { KeyRecord } from './KeyRecord';
 import { compileWhitelist, type IpCheck } from './ipWhitelist';
 
 /**
@@ -26,4 +27,19 @@ export interface VerifiableKey extends KeyState {
 
 export function toVerifiableKey(state: KeyState): VerifiableKey {
   return { ...state, scopeSet: new Set(state.scopes), allowsIp: compileWhitelist(state.ipWhitelist) };
+}
+
+/** The Verify-relevant part of a stored key. */
+export function keyStateOf(record: KeyRecord): KeyState {
+  return {
+    id: record.id,
+    accountId: record.accountId,
+    name: record.name,
+    environment: record.environment,
+    scopes: record.scopes,
+    ipWhitelist: record.ipWhitelist,
+    expiresAt: record.expiresAt === null ? null : record.expiresAt.getTime(),
+    revokedAt: record.revokedAt === null ? null : record.revokedAt.getTime(),
+    version: record.version,
+  };
 }

@@ -1,5 +1,8 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CacheCounts } from '../cache/CacheTrust';
+import type { PropagationCounts } from '../cache/ChangePropagator';
+import type { TierCounts } from '../cache/TieredLookup';
 import { VerifyCode, verifyCodeToJSON } from '../gen/keyward/v1/keyward';
 import type { Verdict } from '../keys/verdict';
 
@@ -43,6 +46,64 @@ export class Metrics {
       labelNames: ['method'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [this.registry],
+    });
+  }
+
+  /** Exposes which tier answered each lookup (Postgres alone, without Redis). */
+  trackTiers(tiers: TierCounts): void {
+    new Counter({
+      name: 'keyward_verify_lookups_total',
+      help: 'Key lookups of Verify by the tier that answered: local (in-process), redis, postgres, negative (a cached "no such key")',
+      labelNames: ['tier'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc({ tier: 'local' }, tiers.local);
+        this.inc({ tier: 'redis' }, tiers.redis);
+        this.inc({ tier: 'postgres' }, tiers.postgres);
+        this.inc({ tier: 'negative' }, tiers.negative);
+      },
+    });
+    this.counter('keyward_cache_fills_refused_total', 'Cache fills dropped because a change went by while the lookup ran', () => tiers.refusedFills);
+    this.counter('keyward_verify_redis_errors_total', 'Redis errors and timeouts on the Verify path', () => tiers.redisErrors);
+  }
+
+  /** Exposes the coherence machinery of an instance with Redis. */
+  trackCache(cache: CacheCounts, propagation: PropagationCounts, state: { trusted(): boolean; localEntries(): number }): void {
+    this.gauge('keyward_cache_trusted', '1 while this instance may use its caches (subscription live, outbox read), else 0', () => (state.trusted() ? 1 : 0));
+    this.gauge('keyward_cache_local_entries', 'Keys in the in-process cache', state.localEntries);
+    this.counter('keyward_cache_trust_lost_total', 'Times the caches stopped being trusted (subscription lost, lease expired)', () => cache.trustLost);
+    this.counter('keyward_cache_recoveries_total', 'Times the caches were trusted again after recovery', () => cache.recoveries);
+    this.counter('keyward_outbox_relayed_total', 'Outbox rows this instance wrote into Redis for an instance that could not', () => cache.relayed);
+    this.counter('keyward_invalidations_confirmed_total', 'Admin changes every live instance confirmed within the ack timeout', () => propagation.confirmed);
+    this.counter(
+      'keyward_invalidation_acks_missing_total',
+      'Admin changes that waited out the lease because an acknowledgement was missing or Redis was unreachable',
+      () => propagation.waitedOutLease,
+    );
+  }
+
+  /** A counter whose value is read from keyward's own count at scrape time. */
+  private counter(name: string, help: string, read: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+
+  private gauge(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
     });
   }
 

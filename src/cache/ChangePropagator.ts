@@ -1,0 +1,71 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { KeyChangeListener } from '../admin/KeyAdmin';
+import { keyStateOf } from '../keys/VerifiableKey';
+import type { InvalidationOutbox } from '../store/InvalidationOutbox';
+import type { KeyChange } from '../store/KeyStore';
+import type { InvalidationBus } from './InvalidationBus';
+import type { CacheControl } from './TieredLookup';
+
+export class PropagationCounts {
+  /** Changes every live instance confirmed within the ack timeout. */
+  confirmed = 0;
+  /** Changes that had to wait out the lease (an acknowledgement missing, or Redis unreachable). */
+  waitedOutLease = 0;
+}
+
+/**
+ * Makes a committed change hold on every instance before the admin call
+ * returns. Postgres already has it (and its outbox row). Then:
+ *
+ * 1. this instance drops its own copy;
+ * 2. one Redis script writes the new record through (compare-and-set by
+ *    version), publishes the change, and lists the live members;
+ * 3. every live member drops its copy and acknowledges; when all have within
+ *    the ack timeout, the call returns;
+ * 4. otherwise (a member silent, Redis unreachable or frozen), the call waits
+ *    out the lease (plus the relay delay): by then any instance that did not
+ *    hear the change has either read it from the outbox (and relayed it into
+ *    Redis) or stopped trusting its caches.
+ */
+export class ChangePropagator implements KeyChangeListener {
+  constructor(
+    private readonly bus: InvalidationBus,
+    private readonly control: CacheControl,
+    private readonly outbox: InvalidationOutbox,
+    private readonly options: { readonly ackTimeoutMs: number; readonly leaseMs: number; readonly relayAfterMs: number; readonly queryTimeoutMs: number },
+    private readonly counts: PropagationCounts,
+    private readonly logger: Logger,
+  ) {}
+
+  async keyChanged(change: KeyChange): Promise<void> {
+    const state = keyStateOf(change.record);
+    this.control.invalidate(change.secretHash, state.version);
+    let missing: readonly string[] | 'redis unreachable';
+    try {
+      const result = await this.bus.announce(change.secretHash, state, this.options.ackTimeoutMs);
+      if (change.outboxSeq !== undefined) {
+        // Redis holds the new record now: no instance needs to relay this row.
+        this.outbox.markDelivered([change.outboxSeq], this.options.queryTimeoutMs).catch((error: unknown) => {
+          this.logger.debug({ err: error }, 'marking an invalidation delivered failed; an instance will relay it');
+        });
+      }
+      if (result.missing.length === 0) {
+        this.counts.confirmed++;
+        return;
+      }
+      missing = result.missing;
+    } catch {
+      missing = 'redis unreachable';
+    }
+    this.counts.waitedOutLease++;
+    this.logger.warn(
+      { event: 'ack-missing', keyId: change.record.id, version: state.version, missing },
+      'not every instance confirmed the change; waiting out the cache lease',
+    );
+    // An instance that missed the announcement stops trusting its caches within
+    // the lease, unless it read the outbox since; and an outbox read that began
+    // before the row was overdue relays nothing, so that delay counts too.
+    await sleep(this.options.leaseMs + this.options.relayAfterMs + Math.max(50, this.options.leaseMs / 10));
+  }
+}

@@ -1,0 +1,150 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { toVerifiableKey, type VerifiableKey } from '../keys/VerifiableKey';
+import type { KeyStore } from '../store/KeyStore';
+import type { KeyLookup } from './KeyLookup';
+import type { LocalCache } from './LocalCache';
+import type { RedisTier } from './RedisTier';
+
+/** Which tier answered each lookup: read by the metrics at scrape time. */
+export class TierCounts {
+  local = 0;
+  redis = 0;
+  postgres = 0;
+  negative = 0;
+  /** Fills dropped because a change went by while the lookup ran. */
+  refusedFills = 0;
+  redisErrors = 0;
+}
+
+/** What the coherence side (CacheTrust) may do to the lookup's state. */
+export interface CacheControl {
+  /** Drops copies of `hash` older than `version`, and any lookup of it in flight. */
+  invalidate(hash: string, version: number): void;
+  /** Empties the in-process cache and forgets lookups in flight. */
+  clear(): void;
+}
+
+/** Whether the caches may be used now; read on every Verify. */
+export interface TrustGate {
+  /** performance.now() before which the caches may be trusted. */
+  readonly until: number;
+}
+
+/**
+ * Verify's lookup with Redis: in-process LRU, then Redis, then Postgres.
+ *
+ * The caches are used only while `gate.until` is ahead (CacheTrust keeps it:
+ * subscription proven live, outbox read, recovery done); otherwise every
+ * lookup reads Postgres and fills nothing. Lookups of one hash share one read
+ * while trusted; an invalidation of the hash detaches that read, so that a
+ * Verify starting after a change never joins a read from before it.
+ */
+export class TieredLookup implements KeyLookup, CacheControl {
+  private readonly inflight = new Map<string, Promise<VerifiableKey | undefined>>();
+  private redisSuspendedUntil = 0;
+
+  constructor(
+    private readonly local: LocalCache | undefined,
+    private readonly redis: RedisTier,
+    private readonly store: KeyStore,
+    private readonly gate: TrustGate,
+    private readonly counts: TierCounts,
+    private readonly logger: Logger,
+    private readonly suspendMs: number,
+  ) {}
+
+  find(hash: string): VerifiableKey | undefined | Promise<VerifiableKey | undefined> {
+    if (performance.now() >= this.gate.until) return this.readPostgres(hash);
+    const local = this.local;
+    if (local !== undefined) {
+      const hit = local.get(hash);
+      if (hit !== undefined) {
+        this.counts.local++;
+        return hit;
+      }
+      if (local.isKnownUnknown(hash)) {
+        this.counts.negative++;
+        return undefined;
+      }
+    }
+    let pending = this.inflight.get(hash);
+    if (pending === undefined) {
+      const load = this.load(hash);
+      pending = load;
+      this.inflight.set(hash, load);
+      const forget = (): void => {
+        if (this.inflight.get(hash) === load) this.inflight.delete(hash);
+      };
+      load.then(forget, forget);
+    }
+    return pending;
+  }
+
+  invalidate(hash: string, version: number): void {
+    this.local?.invalidate(hash, version);
+    this.inflight.delete(hash);
+  }
+
+  clear(): void {
+    this.local?.clear();
+    this.inflight.clear();
+  }
+
+  private async load(hash: string): Promise<VerifiableKey | undefined> {
+    const ticket = this.local?.ticket() ?? 0;
+    if (performance.now() >= this.redisSuspendedUntil && this.redis.ready) {
+      try {
+        const entry = await this.redis.get(hash);
+        // A copy older than a change this instance has heard of (whose tombstone
+        // may not have reached Redis yet) counts as a miss.
+        const stale = entry.kind !== 'miss' && this.local?.isStale(hash, entry.kind === 'key' ? entry.state.version : 0) === true;
+        if (entry.kind === 'key' && !stale) {
+          this.counts.redis++;
+          const key = toVerifiableKey(entry.state);
+          this.fillLocal(hash, key, ticket);
+          return key;
+        }
+        if (entry.kind === 'unknown' && !stale) {
+          this.counts.negative++;
+          if (this.local !== undefined && !this.local.fillUnknown(hash, ticket)) this.counts.refusedFills++;
+          return undefined;
+        }
+      } catch (error) {
+        this.suspendRedis(error);
+      }
+    }
+    const state = await this.store.findForVerify(hash);
+    this.counts.postgres++;
+    const redisUsable = performance.now() >= this.redisSuspendedUntil && this.redis.ready;
+    if (state === undefined) {
+      if (redisUsable) this.redis.fillUnknown(hash).catch((error: unknown) => this.suspendRedis(error));
+      if (this.local !== undefined && !this.local.fillUnknown(hash, ticket)) this.counts.refusedFills++;
+      return undefined;
+    }
+    // Compare-and-set by version: a read from before a change cannot overwrite it.
+    if (redisUsable) this.redis.fill(hash, state).catch((error: unknown) => this.suspendRedis(error));
+    const key = toVerifiableKey(state);
+    this.fillLocal(hash, key, ticket);
+    return key;
+  }
+
+  private fillLocal(hash: string, key: VerifiableKey, ticket: number): void {
+    if (this.local !== undefined && !this.local.fill(hash, key, ticket)) this.counts.refusedFills++;
+  }
+
+  /** Untrusted caches: Postgres answers, nothing is filled. */
+  private async readPostgres(hash: string): Promise<VerifiableKey | undefined> {
+    const state = await this.store.findForVerify(hash);
+    this.counts.postgres++;
+    return state === undefined ? undefined : toVerifiableKey(state);
+  }
+
+  /** After a Redis error or timeout, Verify skips Redis for a while instead of paying the timeout on every call. */
+  private suspendRedis(error: unknown): void {
+    this.counts.redisErrors++;
+    const wasSuspended = performance.now() < this.redisSuspendedUntil;
+    this.redisSuspendedUntil = performance.now() + this.suspendMs;
+    if (!wasSuspended) this.logger.warn({ err: error, suspendMs: this.suspendMs }, 'redis failed on the verify path; reading postgres for a while');
+  }
+}
