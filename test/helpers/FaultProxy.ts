@@ -12,6 +12,8 @@ export class FaultProxy {
   private readonly server: net.Server;
   private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; held: Array<[net.Socket, Buffer]> }>();
   private mode: ProxyMode = 'pass';
+  /** Milliseconds by which bytes from the dependency back to keyward are held. */
+  private responseDelayMs = 0;
   port = 0;
 
   private constructor(
@@ -43,6 +45,14 @@ export class FaultProxy {
     for (const pair of this.pairs) {
       for (const [to, data] of pair.held.splice(0)) to.write(data);
     }
+  }
+
+  /**
+   * Delays what the dependency sends back by `ms` (order kept): a query runs
+   * at once, its answer arrives late, as from a slow network.
+   */
+  delayResponses(ms: number): void {
+    this.responseDelayMs = ms;
   }
 
   /** Holds every byte in both directions; connections stay open. */
@@ -77,12 +87,13 @@ export class FaultProxy {
     const upstream = net.connect(this.targetPort, this.targetHost);
     const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]> };
     this.pairs.add(pair);
-    const forward = (to: net.Socket) => (data: Buffer) => {
+    const forward = (to: net.Socket, delayed: boolean) => (data: Buffer) => {
       if (this.mode === 'stall') pair.held.push([to, data]);
+      else if (delayed && this.responseDelayMs > 0) setTimeout(() => to.writable && to.write(data), this.responseDelayMs);
       else to.write(data);
     };
-    client.on('data', forward(upstream));
-    upstream.on('data', forward(client));
+    client.on('data', forward(upstream, false));
+    upstream.on('data', forward(client, true));
     const end = () => {
       this.pairs.delete(pair);
       client.destroy();

@@ -1,0 +1,217 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { status } from '@grpc/grpc-js';
+import { VerifyCode } from '../src/gen/keyward/v1/keyward';
+import { KeyFormat, hashSecret } from '../src/keys/KeyFormat';
+import { assertGrpcError } from './helpers/clients';
+import { newAccountId, testDatabaseUrl } from './helpers/env';
+import { FaultProxy } from './helpers/FaultProxy';
+import { Fleet, type Instance } from './helpers/Fleet';
+import { assertNoLeaks } from './helpers/leaks';
+import { scrapeMetrics, waitForMetric } from './helpers/metrics';
+import { PrivateRedis } from './helpers/PrivateRedis';
+
+const OK = VerifyCode.VERIFY_CODE_OK;
+const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
+const database = new URL(testDatabaseUrl());
+const databaseName = database.pathname.slice(1);
+
+async function postgresProxy(): Promise<FaultProxy> {
+  return FaultProxy.start(database.hostname, Number(database.port || 5432));
+}
+
+/** Creates a key on `origin` and verifies it twice on every instance, so that every cache holds it. */
+async function warmKey(fleet: Fleet, accountId: string): Promise<{ keyId: string; secret: string }> {
+  const { key, secret } = await fleet.at(0).admin.newKey(accountId);
+  for (const instance of fleet.instances) {
+    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
+    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
+  }
+  return { keyId: key?.id as string, secret };
+}
+
+async function assertEverywhere(instances: readonly Instance[], secret: string, code: VerifyCode, what: string): Promise<void> {
+  for (const [i, instance] of instances.entries()) {
+    const answer = await instance.verifier.verify({ key: secret });
+    assert.equal(answer.code, code, `${what}: instance ${i} answered ${answer.code}`);
+  }
+}
+
+describe('cache coherence under faults', () => {
+  it('refuses a stale fill: a read from before a revoke that lands after its invalidation is not cached', async () => {
+    const redis = await PrivateRedis.start();
+    const proxy = await postgresProxy();
+    const fleet = await Fleet.startEach([
+      { REDIS_URL: redis.url },
+      { REDIS_URL: redis.url, DATABASE_URL: proxy.postgresUrl(databaseName) },
+      { REDIS_URL: redis.url },
+    ]);
+    const [a, slow, c] = fleet.instances as [Instance, Instance, Instance];
+    const control = redis.client();
+    try {
+      const accountId = newAccountId();
+      const refusedBefore = (await scrapeMetrics(slow.server.metricsPort as number)).get('keyward_cache_fills_refused_total') ?? 0;
+      for (let cycle = 0; cycle < 10; cycle++) {
+        const { key, secret } = await a.admin.newKey(accountId);
+        proxy.delayResponses(150);
+        // The slow instance reads Postgres now (before the revoke) and gets its answer late (after it).
+        const early = slow.verifier.verify({ key: secret });
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        await a.admin.revokeKey({ accountId, keyId: key?.id });
+        assert.equal((await early).code, OK, 'the Verify that began before the revoke saw the key active');
+        proxy.delayResponses(0);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const [, data] = await control.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
+        assert.notEqual((JSON.parse(data as string) as { revokedAt: unknown }).revokedAt, null, 'Redis kept the revoked record');
+        await assertEverywhere([slow, c, a], secret, REVOKED, `cycle ${cycle}`);
+      }
+      const refused = ((await scrapeMetrics(slow.server.metricsPort as number)).get('keyward_cache_fills_refused_total') ?? 0) - refusedBefore;
+      assert.ok(refused >= 10, `stale fills refused: ${refused}`);
+    } finally {
+      control.disconnect();
+      assert.deepEqual(await fleet.stop(), [0, 0, 0]);
+      await proxy.close();
+      await redis.stop();
+    }
+    await assertNoLeaks();
+  });
+
+  it('holds a revoke made while every subscription is being killed (CLIENT KILL TYPE pubsub)', async () => {
+    const redis = await PrivateRedis.start();
+    const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
+    const control = redis.client();
+    try {
+      const accountId = newAccountId();
+      for (let cycle = 0; cycle < 5; cycle++) {
+        await fleet.waitTrusted();
+        const { keyId, secret } = await warmKey(fleet, accountId);
+        await control.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+        await fleet.at(cycle % 3).admin.revokeKey({ accountId, keyId });
+        await assertEverywhere(fleet.instances, secret, REVOKED, `cycle ${cycle}, just after the revoke`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await assertEverywhere(fleet.instances, secret, REVOKED, `cycle ${cycle}, after resubscribing`);
+      }
+      const lost = await scrapeMetrics(fleet.at(1).server.metricsPort as number);
+      assert.ok((lost.get('keyward_cache_trust_lost_total') ?? 0) >= 1, 'the instance noticed its subscription was killed');
+    } finally {
+      control.disconnect();
+      assert.deepEqual(await fleet.stop(), [0, 0, 0]);
+      await redis.stop();
+    }
+    await assertNoLeaks();
+  });
+
+  it('holds a revoke made while Redis is frozen (SIGSTOP), during the freeze and after SIGCONT', async () => {
+    const redis = await PrivateRedis.start();
+    const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
+    try {
+      const accountId = newAccountId();
+      const { keyId, secret } = await warmKey(fleet, accountId);
+      const other = await warmKey(fleet, accountId);
+      redis.freeze();
+      const started = Date.now();
+      const { key } = await fleet.at(1).admin.revokeKey({ accountId, keyId });
+      assert.ok(key?.revokedAt instanceof Date, 'the revoke succeeded');
+      assert.ok(Date.now() - started < 5_000, 'within the ack timeout plus the lease');
+      await assertEverywhere(fleet.instances, secret, REVOKED, 'while frozen');
+      await assertEverywhere(fleet.instances, other.secret, OK, 'an untouched key while frozen');
+      redis.thaw();
+      await assertEverywhere(fleet.instances, secret, REVOKED, 'just after SIGCONT');
+      await fleet.waitTrusted();
+      await assertEverywhere(fleet.instances, secret, REVOKED, 'once the caches are trusted again');
+      await assertEverywhere(fleet.instances, secret, REVOKED, 'from the refilled caches');
+      await assertEverywhere(fleet.instances, other.secret, OK, 'an untouched key after SIGCONT');
+      const missing = await scrapeMetrics(fleet.at(1).server.metricsPort as number);
+      assert.equal(missing.get('keyward_invalidation_acks_missing_total'), 1);
+      assert.ok(fleet.at(1).server.logLines().some((line) => line.event === 'ack-missing'), 'the missing acknowledgement was logged');
+    } finally {
+      redis.thaw();
+      assert.deepEqual(await fleet.stop(), [0, 0, 0]);
+      await redis.stop();
+    }
+    await assertNoLeaks();
+  });
+
+  it('keeps answering correctly when Redis stops mid-traffic, and uses it again once it is back', async () => {
+    const redis = await PrivateRedis.start();
+    const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
+    try {
+      const accountId = newAccountId();
+      const active = await warmKey(fleet, accountId);
+      const revoked = await warmKey(fleet, accountId);
+      await fleet.at(0).admin.revokeKey({ accountId, keyId: revoked.keyId });
+      let running = true;
+      let calls = 0;
+      const load = fleet.instances.map(async (instance) => {
+        while (running) {
+          assert.equal((await instance.verifier.verify({ key: active.secret })).code, OK);
+          assert.equal((await instance.verifier.verify({ key: revoked.secret })).code, REVOKED);
+          calls += 2;
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await redis.stop();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const late = await fleet.at(2).admin.newKey(accountId);
+      await fleet.at(1).admin.revokeKey({ accountId, keyId: late.key?.id });
+      await assertEverywhere(fleet.instances, late.secret, REVOKED, 'revoked while Redis was down');
+      await redis.restart();
+      await fleet.waitTrusted();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      running = false;
+      await Promise.all(load);
+      assert.ok(calls > 100, `${calls} calls`);
+      for (const instance of fleet.instances) {
+        const before = await scrapeMetrics(instance.server.metricsPort as number);
+        await instance.verifier.verify({ key: active.secret });
+        const after = await scrapeMetrics(instance.server.metricsPort as number);
+        const cached = ['local', 'redis'].map((tier) => `keyward_verify_lookups_total{tier="${tier}"}`);
+        assert.equal(cached.reduce((sum, name) => sum + (after.get(name) ?? 0) - (before.get(name) ?? 0), 0), 1, 'served from a cache again');
+      }
+      await assertEverywhere(fleet.instances, late.secret, REVOKED, 'after Redis came back');
+    } finally {
+      assert.deepEqual(await fleet.stop(), [0, 0, 0]);
+      await redis.stop();
+    }
+    await assertNoLeaks();
+  });
+
+  it('keeps verifying cached keys while Postgres is unreachable, and never answers OK for a key it never saw', async () => {
+    const redis = await PrivateRedis.start();
+    const proxy = await postgresProxy();
+    const fleet = await Fleet.start(2, {
+      REDIS_URL: redis.url,
+      DATABASE_URL: proxy.postgresUrl(databaseName),
+      KEYWARD_DB_VERIFY_TIMEOUT_MS: '300',
+      KEYWARD_DB_QUERY_TIMEOUT_MS: '300',
+    });
+    try {
+      const accountId = newAccountId();
+      const { secret } = await warmKey(fleet, accountId);
+      const revoked = await warmKey(fleet, accountId);
+      await fleet.at(0).admin.revokeKey({ accountId, keyId: revoked.keyId });
+      await assertEverywhere(fleet.instances, revoked.secret, REVOKED, 'before the outage');
+      proxy.refuse();
+      proxy.cut();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const never = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+      for (let round = 0; round < 3; round++) {
+        await assertEverywhere(fleet.instances, secret, OK, `cached key, Postgres down, round ${round}`);
+        await assertEverywhere(fleet.instances, revoked.secret, REVOKED, `cached revoked key, Postgres down, round ${round}`);
+        for (const instance of fleet.instances) {
+          await assertGrpcError(instance.verifier.verify({ key: never }), status.UNAVAILABLE);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      await assertGrpcError(fleet.at(0).admin.newKey(accountId), status.UNAVAILABLE);
+      proxy.pass();
+      await waitForMetric(fleet.at(0).server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1);
+      assert.equal((await fleet.at(0).verifier.verify({ key: never })).code, VerifyCode.VERIFY_CODE_INVALID_KEY);
+    } finally {
+      assert.deepEqual(await fleet.stop(), [0, 0]);
+      await proxy.close();
+      await redis.stop();
+    }
+    await assertNoLeaks();
+  });
+});

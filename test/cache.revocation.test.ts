@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { VerifyCode } from '../src/gen/keyward/v1/keyward';
+import { KeyFormat, hashSecret } from '../src/keys/KeyFormat';
+import { newAccountId, testRedisUrl } from './helpers/env';
+import { Fleet, type Instance } from './helpers/Fleet';
+import { assertNoLeaks } from './helpers/leaks';
+import { scrapeMetrics } from './helpers/metrics';
+
+const CYCLES = 200;
+const OK = VerifyCode.VERIFY_CODE_OK;
+
+describe('three instances on one Postgres and Redis', () => {
+  let fleet: Fleet;
+  let redis: Redis;
+
+  before(async () => {
+    fleet = await Fleet.start(3);
+    redis = new Redis(testRedisUrl());
+  });
+
+  after(async () => {
+    redis.disconnect();
+    assert.deepEqual(await fleet.stop(), [0, 0, 0]);
+    await assertNoLeaks();
+  });
+
+  const a = (): Instance => fleet.at(0);
+  const b = (): Instance => fleet.at(1);
+  const c = (): Instance => fleet.at(2);
+
+  it(`revokes across the fleet at once: ${CYCLES} cycles of warm caches, revoke on A, REVOKED on B and C`, async () => {
+    const accountId = newAccountId();
+    const before = await Promise.all([b(), c()].map((i) => scrapeMetrics(i.server.metricsPort as number)));
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      const { key, secret } = await a().admin.newKey(accountId);
+      for (const instance of [a(), b(), c()]) {
+        assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
+        assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
+      }
+      await a().admin.revokeKey({ accountId, keyId: key?.id });
+      for (const [name, instance] of [['B', b()], ['C', c()], ['A', a()]] as const) {
+        const answer = await instance.verifier.verify({ key: secret });
+        assert.equal(answer.code, VerifyCode.VERIFY_CODE_REVOKED, `cycle ${cycle}: instance ${name} answered ${answer.code}`);
+      }
+    }
+    const afterwards = await Promise.all([b(), c()].map((i) => scrapeMetrics(i.server.metricsPort as number)));
+    for (const [i, metrics] of afterwards.entries()) {
+      const localHits = (metrics.get('keyward_verify_lookups_total{tier="local"}') ?? 0) - (before[i]?.get('keyward_verify_lookups_total{tier="local"}') ?? 0);
+      assert.ok(localHits >= CYCLES, `the caches were warm: ${localHits} in-process hits`);
+    }
+  });
+
+  it(`removes a scope across the fleet at once, ${CYCLES} times`, async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await a().admin.newKey(accountId, { scopes: ['jobs:read', 'jobs:write'] });
+    const keyId = key?.id;
+    const write = { key: secret, requiredScopes: ['jobs:write'] };
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      for (const instance of [a(), b(), c()]) assert.equal((await instance.verifier.verify(write)).code, OK, `cycle ${cycle}: warm`);
+      await fleet.at(cycle % 3).admin.updateScopes({ accountId, keyId, scopes: ['jobs:read'] });
+      for (const instance of [a(), b(), c()]) {
+        const answer = await instance.verifier.verify(write);
+        assert.equal(answer.code, VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE, `cycle ${cycle}: answered ${answer.code}`);
+        assert.equal(answer.httpStatus, 403);
+      }
+      await fleet.at((cycle + 1) % 3).admin.updateScopes({ accountId, keyId, scopes: ['jobs:read', 'jobs:write'] });
+    }
+  });
+
+  it(`changes the IP whitelist across the fleet at once, ${CYCLES} times`, async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await a().admin.newKey(accountId);
+    const keyId = key?.id;
+    const outside = { key: secret, clientIp: '192.0.2.1' };
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      for (const instance of [a(), b(), c()]) assert.equal((await instance.verifier.verify(outside)).code, OK, `cycle ${cycle}: warm`);
+      await fleet.at(cycle % 3).admin.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['10.0.0.0/8'] });
+      for (const instance of [a(), b(), c()]) {
+        const answer = await instance.verifier.verify(outside);
+        assert.equal(answer.code, VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED, `cycle ${cycle}: answered ${answer.code}`);
+      }
+      await fleet.at((cycle + 2) % 3).admin.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] });
+    }
+  });
+
+  it('leaves no active copy of a revoked key anywhere after concurrent Verify traffic races the revocations', async () => {
+    const accountId = newAccountId();
+    const keys = await Promise.all(Array.from({ length: 40 }, () => a().admin.newKey(accountId)));
+    let running = true;
+    let calls = 0;
+    const load = [a(), b(), c()].flatMap((instance) =>
+      Array.from({ length: 6 }, async (_, worker) => {
+        for (let i = worker; running; i++) {
+          const answer = await instance.verifier.verify({ key: (keys[i % keys.length] as (typeof keys)[number]).secret });
+          assert.ok(answer.code === OK || answer.code === VerifyCode.VERIFY_CODE_REVOKED);
+          calls++;
+        }
+      }),
+    );
+    for (const [i, { key }] of keys.entries()) {
+      await fleet.at(i % 3).admin.revokeKey({ accountId, keyId: key?.id });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    running = false;
+    await Promise.all(load);
+    assert.ok(calls > 500, `only ${calls} Verify calls raced the revocations`);
+
+    for (const { secret } of keys) {
+      for (const instance of [a(), b(), c()]) {
+        assert.equal((await instance.verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_REVOKED);
+      }
+      const [version, data] = await redis.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
+      if (data !== null && data !== '') {
+        const state = JSON.parse(data as string) as { revokedAt: number | null; version: number };
+        assert.notEqual(state.revokedAt, null, `Redis holds an active copy (version ${version})`);
+      }
+    }
+  });
+
+  it('counts the tier that answered each Verify', async () => {
+    const accountId = newAccountId();
+    const { secret } = await a().admin.newKey(accountId);
+    const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+    const port = (i: () => Instance) => i().server.metricsPort as number;
+    const tier = (metrics: Map<string, number>, name: string) => metrics.get(`keyward_verify_lookups_total{tier="${name}"}`) ?? 0;
+    const deltas = async (i: () => (typeof fleet.instances)[number], run: () => Promise<unknown>) => {
+      const before = await scrapeMetrics(port(i));
+      await run();
+      const after = await scrapeMetrics(port(i));
+      return Object.fromEntries(['local', 'redis', 'postgres', 'negative'].map((name) => [name, tier(after, name) - tier(before, name)]));
+    };
+    assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: secret })), { local: 0, redis: 0, postgres: 1, negative: 0 });
+    assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: secret })), { local: 1, redis: 0, postgres: 0, negative: 0 });
+    assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: secret })), { local: 0, redis: 1, postgres: 0, negative: 0 });
+    assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 1, negative: 0 });
+    assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 0, negative: 1 });
+    assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 0, negative: 1 });
+    assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: 'fsm_live_malformed' })), { local: 0, redis: 0, postgres: 0, negative: 0 });
+    const metrics = await scrapeMetrics(port(c));
+    assert.ok((metrics.get('keyward_verify_total{code="VERIFY_CODE_INVALID_KEY"}') ?? 0) >= 2);
+    assert.equal(metrics.get('keyward_cache_trusted'), 1);
+  });
+});
