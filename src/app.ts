@@ -27,6 +27,8 @@ import { startMetricsServer } from './metrics/metricsServer';
 import { packageRoot } from './packageRoot';
 import { InvalidationOutbox } from './store/InvalidationOutbox';
 import { KeyStore } from './store/KeyStore';
+import { UsageStore } from './store/UsageStore';
+import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
 import { createPool } from './store/db';
 import { migrate } from './store/migrate';
 import { Verifier } from './verify/Verifier';
@@ -56,6 +58,7 @@ export function createApp(config: Config, logger: Logger): App {
   let redis: { command: Redis; subscriber: Redis } | undefined;
   let trust: CacheTrust | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
+  let usage: UsageRecorder | undefined;
   let starting: Promise<StartedApp> | undefined;
   let stopping: Promise<void> | undefined;
 
@@ -86,7 +89,14 @@ export function createApp(config: Config, logger: Logger): App {
       ({ lookup, listener, trust, clients: redis } = createCaches(config, logger, store, outbox, tiers, metrics));
     }
     const admin = new KeyAdmin(store, format, catalog, listener);
-    const verifier = new Verifier(format, catalog, lookup, undefined, metrics.countVerdict);
+    if (config.usage.enabled) {
+      const usageCounts = new UsageCounts();
+      usage = new UsageRecorder(new UsageStore(pool), { ...config.usage, queryTimeoutMs: config.db.queryTimeoutMs }, usageCounts, logger);
+      const recorder = usage;
+      metrics.trackUsage(usageCounts, () => recorder.pendingKeys);
+      usage.start();
+    }
+    const verifier = new Verifier(format, catalog, lookup, usage, metrics.countVerdict);
 
     grpc = createGrpcServer(
       createAdminService(admin, createTokenCheck(config.adminToken), logger, metrics.observeAdminCall),
@@ -111,6 +121,8 @@ export function createApp(config: Config, logger: Logger): App {
       const how = await shutdownServer(grpc.server, config.shutdownTimeoutMs);
       if (how === 'forced') logger.warn({ timeoutMs: config.shutdownTimeoutMs }, 'calls still in flight at the shutdown timeout were cancelled');
     }
+    // Every use counted so far is written before the pool closes (retried until the shutdown timeout).
+    await usage?.stop(Date.now() + config.shutdownTimeoutMs);
     clearInterval(pruneTimer);
     await trust?.stop();
     if (redis !== undefined) await Promise.all([redis.command.quit().catch(() => {}), redis.subscriber.quit().catch(() => {})]);

@@ -45,6 +45,13 @@ export interface Config {
     /** How long an admin change waits for every instance to confirm it dropped its copy. */
     readonly ackTimeoutMs: number;
   };
+  readonly usage: {
+    /** Count uses per key (request_count, last_used_at, last_used_ip). */
+    readonly enabled: boolean;
+    readonly flushIntervalMs: number;
+    readonly batchMaxKeys: number;
+    readonly maxPendingKeys: number;
+  };
   readonly db: {
     readonly poolMax: number;
     /** Time limit of a Postgres query on the Verify path. */
@@ -74,6 +81,7 @@ export const DEFAULTS = {
     leaseMs: 1_000,
     ackTimeoutMs: 250,
   },
+  usage: { enabled: true, flushIntervalMs: 1_000, batchMaxKeys: 5_000, maxPendingKeys: 250_000 },
   db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
 } as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken'>;
 
@@ -212,6 +220,12 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     migrateOnStart: bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart),
     shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     cache,
+    usage: {
+      enabled: bool('KEYWARD_USAGE_TRACKING', DEFAULTS.usage.enabled),
+      flushIntervalMs: int('KEYWARD_USAGE_FLUSH_MS', DEFAULTS.usage.flushIntervalMs, 10, 3_600_000),
+      batchMaxKeys: int('KEYWARD_USAGE_BATCH_MAX_KEYS', DEFAULTS.usage.batchMaxKeys, 1, 100_000),
+      maxPendingKeys: int('KEYWARD_USAGE_MAX_PENDING_KEYS', DEFAULTS.usage.maxPendingKeys, 1, 100_000_000),
+    },
     db: {
       poolMax: int('KEYWARD_DB_POOL_MAX', DEFAULTS.db.poolMax, 1, 1_000),
       verifyTimeoutMs: int('KEYWARD_DB_VERIFY_TIMEOUT_MS', DEFAULTS.db.verifyTimeoutMs, 10, 60_000),

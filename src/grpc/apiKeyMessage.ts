@@ -28,5 +28,6 @@ export function toApiKey(record: KeyRecord): ApiKey {
     lastUsedAt: record.usage.lastUsedAt ?? undefined,
     requestCount: record.usage.requestCount,
     lastUsedIp: record.usage.lastUsedIp ?? '',
+    refusedCount: record.usage.refusedCount,
   };
 }

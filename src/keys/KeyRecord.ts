@@ -4,6 +4,8 @@ import type { Environment } from './KeyFormat';
 export interface KeyUsage {
   /** Verify calls that presented the key, whatever their verdict. */
   readonly requestCount: bigint;
+  /** Of those, the ones refused (revoked, expired, address, scope). */
+  readonly refusedCount: bigint;
   readonly lastUsedAt: Date | null;
   readonly lastUsedIp: string | null;
 }

@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { CacheCounts } from '../cache/CacheTrust';
 import type { PropagationCounts } from '../cache/ChangePropagator';
 import type { TierCounts } from '../cache/TieredLookup';
+import type { UsageCounts } from '../usage/UsageRecorder';
 import { VerifyCode, verifyCodeToJSON } from '../gen/keyward/v1/keyward';
 import type { Verdict } from '../keys/verdict';
 
@@ -81,6 +82,16 @@ export class Metrics {
       'Admin changes that waited out the lease because an acknowledgement was missing or Redis was unreachable',
       () => propagation.waitedOutLease,
     );
+  }
+
+  /** Exposes usage counting: what is recorded, pending, written, lost. */
+  trackUsage(usage: UsageCounts, pendingKeys: () => number): void {
+    this.counter('keyward_usage_uses_total', 'Uses of stored keys counted (every Verify that identified a key)', () => usage.recorded);
+    this.gauge('keyward_usage_pending_keys', 'Keys with uses not yet written to Postgres', pendingKeys);
+    this.counter('keyward_usage_dropped_total', 'Uses lost because KEYWARD_USAGE_MAX_PENDING_KEYS was reached', () => usage.dropped);
+    this.counter('keyward_usage_statements_total', 'Postgres statements issued by usage counting (one per batch attempt)', () => usage.statements);
+    this.counter('keyward_usage_batches_written_total', 'Usage batches written', () => usage.flushed);
+    this.counter('keyward_usage_batches_failed_total', 'Usage batch attempts that failed (kept, retried)', () => usage.failed);
   }
 
   /** A counter whose value is read from keyward's own count at scrape time. */

@@ -48,10 +48,18 @@ interface KeyRow {
   revoked_at: Date | null;
   version: string;
   secret_hash: Buffer;
+  request_count: string | null;
+  refused_count: string | null;
+  last_used_at: Date | null;
+  last_used_ip: string | null;
 }
 
 const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
   k.created_at, k.expires_at, k.revoked_at, k.version, k.secret_hash`;
+/** Selects keys with their usage; `from` names the keys `k`. */
+const selectKeys = (from: string, extraColumns = ''): string =>
+  `select ${KEY_COLUMNS}, u.request_count, u.refused_count, u.last_used_at, u.last_used_ip${extraColumns === '' ? '' : `, ${extraColumns}`}
+     from ${from} left join keyward.key_usage u on u.key_id = k.id`;
 
 /**
  * The Postgres side of keys: the source of truth. Every statement is one
@@ -67,7 +75,7 @@ export class KeyStore {
     const rows = await this.run<KeyRow>(
       `insert into keyward.api_keys as k (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at)
        values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz)
-       returning ${KEY_COLUMNS}`,
+       returning ${KEY_COLUMNS}, null as request_count, null as refused_count, null as last_used_at, null as last_used_ip`,
       [key.accountId, key.name, key.environment, Buffer.from(key.secretHash, 'hex'), key.display, key.scopes, key.ipWhitelist, key.expiresAt],
     );
     return toRecord(rows[0] as KeyRow);
@@ -75,7 +83,7 @@ export class KeyStore {
 
   async get(accountId: string, keyId: string): Promise<KeyRecord | undefined> {
     const rows = await this.run<KeyRow>(
-      `select ${KEY_COLUMNS} from keyward.api_keys k where k.account_id = $1::text and k.id = $2::uuid`,
+      `${selectKeys('keyward.api_keys k')} where k.account_id = $1::text and k.id = $2::uuid`,
       [accountId, keyId],
     );
     return rows[0] === undefined ? undefined : toRecord(rows[0]);
@@ -84,7 +92,7 @@ export class KeyStore {
   /** One page of an account's keys, newest first, strictly older than `beforeSeq`. */
   async list(accountId: string, includeRevoked: boolean, beforeSeq: string | undefined, limit: number): Promise<KeyPage> {
     const rows = await this.run<KeyRow>(
-      `select ${KEY_COLUMNS} from keyward.api_keys k
+      `${selectKeys('keyward.api_keys k')}
         where k.account_id = $1::text
           and ($2::boolean or k.revoked_at is null)
           and ($3::bigint is null or k.seq < $3::bigint)
@@ -109,10 +117,10 @@ export class KeyStore {
   async revoke(accountId: string, keyId: string): Promise<KeyChange | 'not_found'> {
     const outcome = await this.change(accountId, keyId, 'revoked_at = clock_timestamp()', []);
     if (outcome !== 'revoked') return outcome;
-    const rows = await this.run<KeyRow>(
-      `select ${KEY_COLUMNS} from keyward.api_keys k where k.account_id = $1::text and k.id = $2::uuid`,
-      [accountId, keyId],
-    );
+    const rows = await this.run<KeyRow>(`${selectKeys('keyward.api_keys k')} where k.account_id = $1::text and k.id = $2::uuid`, [
+      accountId,
+      keyId,
+    ]);
     if (rows[0] === undefined) return 'not_found';
     return { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false, outboxSeq: undefined };
   }
@@ -140,13 +148,13 @@ export class KeyStore {
          update keyward.api_keys k
             set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
           where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null
-         returning ${KEY_COLUMNS}
+         returning k.*
        ), outbox as (
          insert into keyward.key_invalidations (secret_hash, version)
          select secret_hash, version from changed
          returning seq
        )
-       select changed.*, outbox.seq as outbox_seq from changed, outbox`,
+       ${selectKeys('changed k cross join outbox', 'outbox.seq as outbox_seq')}`,
       [accountId, keyId, ...values],
     );
     const row = rows[0];
@@ -178,6 +186,11 @@ function toRecord(row: KeyRow): KeyRecord {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     version: Number(row.version),
-    usage: { requestCount: 0n, lastUsedAt: null, lastUsedIp: null },
+    usage: {
+      requestCount: BigInt(row.request_count ?? 0),
+      refusedCount: BigInt(row.refused_count ?? 0),
+      lastUsedAt: row.last_used_at,
+      lastUsedIp: row.last_used_ip,
+    },
   };
 }

@@ -175,6 +175,11 @@ export interface ApiKey {
   requestCount: bigint;
   /** Client address of the most recent use; empty when never used. */
   lastUsedIp: string;
+  /**
+   * Of request_count, the calls Verify refused (revoked, expired, address
+   * outside the whitelist, missing scope): a revoked key still being tried.
+   */
+  refusedCount: bigint;
 }
 
 export interface CreateKeyRequest {
@@ -300,6 +305,7 @@ function createBaseApiKey(): ApiKey {
     lastUsedAt: undefined,
     requestCount: 0n,
     lastUsedIp: "",
+    refusedCount: 0n,
   };
 }
 
@@ -346,6 +352,12 @@ export const ApiKey: MessageFns<ApiKey> = {
     }
     if (message.lastUsedIp !== "") {
       writer.uint32(106).string(message.lastUsedIp);
+    }
+    if (message.refusedCount !== 0n) {
+      if (BigInt.asUintN(64, message.refusedCount) !== message.refusedCount) {
+        throw new globalThis.Error("value provided for field message.refusedCount of type uint64 too large");
+      }
+      writer.uint32(112).uint64(message.refusedCount);
     }
     return writer;
   },
@@ -467,6 +479,14 @@ export const ApiKey: MessageFns<ApiKey> = {
             message.lastUsedIp = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.refusedCount = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -526,6 +546,11 @@ export const ApiKey: MessageFns<ApiKey> = {
         : isSet(object.last_used_ip)
         ? globalThis.String(object.last_used_ip)
         : "",
+      refusedCount: isSet(object.refusedCount)
+        ? BigInt(object.refusedCount)
+        : isSet(object.refused_count)
+        ? BigInt(object.refused_count)
+        : 0n,
     };
   },
 
@@ -570,6 +595,9 @@ export const ApiKey: MessageFns<ApiKey> = {
     if (message.lastUsedIp !== "") {
       obj.lastUsedIp = message.lastUsedIp;
     }
+    if (message.refusedCount !== 0n) {
+      obj.refusedCount = message.refusedCount.toString();
+    }
     return obj;
   },
 
@@ -593,6 +621,9 @@ export const ApiKey: MessageFns<ApiKey> = {
       ? BigInt(object.requestCount)
       : 0n;
     message.lastUsedIp = object.lastUsedIp ?? "";
+    message.refusedCount = (object.refusedCount !== undefined && object.refusedCount !== null)
+      ? BigInt(object.refusedCount)
+      : 0n;
     return message;
   },
 };
