@@ -134,6 +134,41 @@ describe('Verify over the wire', () => {
     assert.equal((await verifier.verify({ key: secret, clientIp: '192.0.2.1' })).code, VerifyCode.VERIFY_CODE_OK);
   });
 
+  it('answers VerifyStream requests with the verdicts of Verify, by request_id, errors included', async () => {
+    const accountId = newAccountId();
+    const active = await admin.newKey(accountId, { scopes: ['jobs:read'] });
+    const revoked = await admin.newKey(accountId);
+    await admin.revokeKey({ accountId, keyId: revoked.key?.id });
+    const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+    const requests = [
+      { requestId: 'ok', key: active.secret, requiredScopes: ['jobs:read'] },
+      { requestId: 'scope', key: active.secret, requiredScopes: ['jobs:write'] },
+      { requestId: 'revoked', key: revoked.secret },
+      { requestId: 'unknown', key: unknown },
+      { requestId: 'malformed', key: 'fsm_live_nope' },
+      { requestId: 'missing', key: '' },
+      { requestId: 'bad-scope', key: active.secret, requiredScopes: ['jobs:fly'] },
+    ];
+    const responses = await verifier.verifyStream(requests);
+    assert.deepEqual(responses.map((r) => r.requestId).sort(), requests.map((r) => r.requestId).sort());
+    for (const request of requests.filter((r) => r.requestId !== 'bad-scope')) {
+      const streamed = responses.find((r) => r.requestId === request.requestId)?.outcome;
+      assert.equal(streamed?.$case, 'result', request.requestId);
+      assert.deepEqual(streamed?.value, await verifier.verify(request), request.requestId);
+    }
+    const error = responses.find((r) => r.requestId === 'bad-scope')?.outcome;
+    assert.deepEqual(error, { $case: 'error', value: { code: status.INVALID_ARGUMENT, message: 'required_scopes[0] "jobs:fly": unknown scope; known scopes: jobs:read, jobs:write, customers:read, customers:write, assets:read, assets:write, assets:transfer, assets:meter, assets:service, technicians:read, webhooks:manage' } });
+  });
+
+  it('answers VerifyStream requests as soon as each is ready, out of order when a lookup waits', async () => {
+    const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
+    const responses = await verifier.verifyStream([
+      { requestId: 'needs-postgres', key: unknown },
+      { requestId: 'malformed', key: 'garbage' },
+    ]);
+    assert.deepEqual(responses.map((r) => r.requestId), ['malformed', 'needs-postgres']);
+  });
+
   it('refuses an unknown required scope with INVALID_ARGUMENT naming it', async () => {
     await assertGrpcError(
       verifier.verify({ key: '', requiredScopes: ['jobs:read', 'jobs:destroy'] }),
@@ -153,8 +188,11 @@ describe('Verify with a verifier token', () => {
     try {
       const { secret } = await admin.newKey(newAccountId());
       await assertGrpcError(anonymous.verify({ key: secret }), status.UNAUTHENTICATED, /verifier token/);
+      await assertGrpcError(anonymous.verifyStream([{ requestId: '1', key: secret }]), status.UNAUTHENTICATED, /verifier token/);
       await assertGrpcError(wrong.verify({ key: secret }), status.UNAUTHENTICATED);
       assert.equal((await admitted.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+      const [streamed] = await admitted.verifyStream([{ requestId: '1', key: secret }]);
+      assert.equal(streamed?.outcome?.$case === 'result' && streamed.outcome.value.code, VerifyCode.VERIFY_CODE_OK);
     } finally {
       for (const client of [admin, anonymous, wrong, admitted]) client.close();
       assert.equal(await server.stop(), 0);

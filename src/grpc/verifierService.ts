@@ -1,9 +1,13 @@
-import { status } from '@grpc/grpc-js';
+import { type ServerDuplexStream, status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { KeyVerifierServiceServer } from '../gen/keyward/v1/keyward';
+import type { KeyVerifierServiceServer, VerifyStreamRequest, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
 import type { Verifier } from '../verify/Verifier';
 import type { TokenCheck } from './auth';
 import { toErrorStatus } from './errorStatus';
+
+/** Lookups in flight per stream before it stops reading requests until some are answered. */
+const STREAM_MAX_PENDING = 1_024;
+const UNAUTHENTICATED = { code: status.UNAUTHENTICATED, details: 'Verify needs "authorization: Bearer <verifier token>" metadata' };
 
 /**
  * The KeyVerifierService handlers. An in-process hit is answered within the
@@ -13,7 +17,7 @@ export function createVerifierService(verifier: Verifier, checkToken: TokenCheck
   return {
     verify(call, callback) {
       if (checkToken !== undefined && !checkToken(call.metadata)) {
-        callback({ code: status.UNAUTHENTICATED, details: 'Verify needs "authorization: Bearer <verifier token>" metadata' });
+        callback(UNAUTHENTICATED);
         return;
       }
       let answer;
@@ -32,5 +36,71 @@ export function createVerifierService(verifier: Verifier, checkToken: TokenCheck
         callback(null, answer);
       }
     },
+
+    verifyStream(call) {
+      if (checkToken !== undefined && !checkToken(call.metadata)) {
+        call.emit('error', UNAUTHENTICATED);
+        return;
+      }
+      serveVerifyStream(call, verifier, logger);
+    },
   };
+}
+
+/**
+ * Answers each request of a stream as soon as its verdict is ready (out of
+ * order when a lookup has to wait), and ends the stream once the caller has
+ * ended it and every request is answered. A request's error is answered in
+ * its own response; the stream goes on.
+ */
+function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyStreamResponse>, verifier: Verifier, logger: Logger): void {
+  let pending = 0;
+  let paused = false;
+  let ended = false;
+  const send = (response: VerifyStreamResponse): void => {
+    if (!call.cancelled) call.write(response);
+  };
+  const failed = (requestId: string, error: unknown): VerifyStreamResponse => {
+    const { code, details } = toErrorStatus(error, logger, 'VerifyStream');
+    return { requestId, outcome: { $case: 'error', value: { code, message: details } } };
+  };
+  const settle = (): void => {
+    pending--;
+    if (paused && pending <= STREAM_MAX_PENDING / 2) {
+      paused = false;
+      call.resume();
+    }
+    if (ended && pending === 0) call.end();
+  };
+
+  call.on('data', (request: VerifyStreamRequest) => {
+    const requestId = request.requestId;
+    let answer;
+    try {
+      answer = verifier.verify(request);
+    } catch (error) {
+      send(failed(requestId, error));
+      return;
+    }
+    if (!(answer instanceof Promise)) {
+      send({ requestId, outcome: { $case: 'result', value: answer } });
+      return;
+    }
+    pending++;
+    if (pending >= STREAM_MAX_PENDING && !paused) {
+      paused = true;
+      call.pause();
+    }
+    answer.then(
+      (response) => send({ requestId, outcome: { $case: 'result', value: response } }),
+      (error: unknown) => send(failed(requestId, error)),
+    ).finally(settle);
+  });
+  call.on('end', () => {
+    ended = true;
+    if (pending === 0) call.end();
+  });
+  call.on('error', () => {
+    // The caller went away; answers still pending are dropped by `send`.
+  });
 }

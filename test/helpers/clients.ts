@@ -18,6 +18,8 @@ import {
   type UpdateScopesResponse,
   VerifyRequest,
   type VerifyResponse,
+  VerifyStreamRequest,
+  type VerifyStreamResponse,
 } from '../../src/gen/keyward/v1/keyward';
 import { ADMIN_TOKEN } from './env';
 
@@ -103,6 +105,19 @@ export class VerifierClient {
 
   verify(request: Partial<VerifyRequest>): Promise<VerifyResponse> {
     return unary(this.raw, 'verify', VerifyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  /** Sends every request on one VerifyStream, ends it, and resolves with the responses in arrival order. */
+  verifyStream(requests: ReadonlyArray<Partial<VerifyStreamRequest>>): Promise<VerifyStreamResponse[]> {
+    return new Promise((resolve, reject) => {
+      const responses: VerifyStreamResponse[] = [];
+      const stream = this.raw.verifyStream(bearer(this.token));
+      stream.on('data', (response: VerifyStreamResponse) => responses.push(response));
+      stream.on('error', reject);
+      stream.on('end', () => resolve(responses));
+      for (const request of requests) stream.write(VerifyStreamRequest.fromPartial(request));
+      stream.end();
+    });
   }
 
   close(): void {

@@ -7,8 +7,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -288,6 +290,33 @@ export interface VerifyResponse {
   /** Required scopes the key lacks (INSUFFICIENT_SCOPE only). */
   missingScopes: string[];
   keyName: string;
+}
+
+export interface VerifyStreamRequest {
+  /** Chosen by the caller; echoed in the response. */
+  requestId: string;
+  /** As in VerifyRequest. */
+  key: string;
+  clientIp: string;
+  requiredScopes: string[];
+}
+
+export interface VerifyStreamResponse {
+  requestId: string;
+  outcome?:
+    | //
+    /** The verdict, exactly as Verify would have answered. */
+    { $case: "result"; value: VerifyResponse }
+    | //
+    /** What Verify would have answered as a gRPC error. */
+    { $case: "error"; value: VerifyStreamError }
+    | undefined;
+}
+
+export interface VerifyStreamError {
+  /** The gRPC status code (INVALID_ARGUMENT = 3, UNAVAILABLE = 14, ...). */
+  code: number;
+  message: string;
 }
 
 function createBaseApiKey(): ApiKey {
@@ -2110,6 +2139,341 @@ export const VerifyResponse: MessageFns<VerifyResponse> = {
   },
 };
 
+function createBaseVerifyStreamRequest(): VerifyStreamRequest {
+  return { requestId: "", key: "", clientIp: "", requiredScopes: [] };
+}
+
+export const VerifyStreamRequest: MessageFns<VerifyStreamRequest> = {
+  encode(message: VerifyStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.key !== "") {
+      writer.uint32(18).string(message.key);
+    }
+    if (message.clientIp !== "") {
+      writer.uint32(26).string(message.clientIp);
+    }
+    for (const v of message.requiredScopes) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.clientIp = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requiredScopes.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VerifyStreamRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      clientIp: isSet(object.clientIp)
+        ? globalThis.String(object.clientIp)
+        : isSet(object.client_ip)
+        ? globalThis.String(object.client_ip)
+        : "",
+      requiredScopes: globalThis.Array.isArray(object?.requiredScopes)
+        ? object.requiredScopes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.required_scopes)
+        ? object.required_scopes.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: VerifyStreamRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.clientIp !== "") {
+      obj.clientIp = message.clientIp;
+    }
+    if (message.requiredScopes?.length) {
+      obj.requiredScopes = message.requiredScopes;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyStreamRequest>): VerifyStreamRequest {
+    return VerifyStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VerifyStreamRequest>): VerifyStreamRequest {
+    const message = createBaseVerifyStreamRequest();
+    message.requestId = object.requestId ?? "";
+    message.key = object.key ?? "";
+    message.clientIp = object.clientIp ?? "";
+    message.requiredScopes = object.requiredScopes?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseVerifyStreamResponse(): VerifyStreamResponse {
+  return { requestId: "", outcome: undefined };
+}
+
+export const VerifyStreamResponse: MessageFns<VerifyStreamResponse> = {
+  encode(message: VerifyStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    switch (message.outcome?.$case) {
+      case "result":
+        VerifyResponse.encode(message.outcome.value, writer.uint32(18).fork()).join();
+        break;
+      case "error":
+        VerifyStreamError.encode(message.outcome.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.outcome = { $case: "result", value: VerifyResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outcome = { $case: "error", value: VerifyStreamError.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VerifyStreamResponse {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      outcome: isSet(object.result)
+        ? { $case: "result", value: VerifyResponse.fromJSON(object.result) }
+        : isSet(object.error)
+        ? { $case: "error", value: VerifyStreamError.fromJSON(object.error) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: VerifyStreamResponse): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.outcome?.$case === "result") {
+      obj.result = VerifyResponse.toJSON(message.outcome.value);
+    } else if (message.outcome?.$case === "error") {
+      obj.error = VerifyStreamError.toJSON(message.outcome.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyStreamResponse>): VerifyStreamResponse {
+    return VerifyStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VerifyStreamResponse>): VerifyStreamResponse {
+    const message = createBaseVerifyStreamResponse();
+    message.requestId = object.requestId ?? "";
+    switch (object.outcome?.$case) {
+      case "result": {
+        if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
+          message.outcome = { $case: "result", value: VerifyResponse.fromPartial(object.outcome.value) };
+        }
+        break;
+      }
+      case "error": {
+        if (object.outcome?.value !== undefined && object.outcome?.value !== null) {
+          message.outcome = { $case: "error", value: VerifyStreamError.fromPartial(object.outcome.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseVerifyStreamError(): VerifyStreamError {
+  return { code: 0, message: "" };
+}
+
+export const VerifyStreamError: MessageFns<VerifyStreamError> = {
+  encode(message: VerifyStreamError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).uint32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyStreamError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyStreamError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VerifyStreamError {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: VerifyStreamError): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyStreamError>): VerifyStreamError {
+    return VerifyStreamError.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VerifyStreamError>): VerifyStreamError {
+    const message = createBaseVerifyStreamError();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 export type KeyAdminServiceService = typeof KeyAdminServiceService;
 export const KeyAdminServiceService = {
   /** Creates a key. The response is the only place the secret ever appears. */
@@ -2312,6 +2676,23 @@ export const KeyVerifierServiceService = {
     responseSerialize: (value: VerifyResponse): Buffer => Buffer.from(VerifyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): VerifyResponse => VerifyResponse.decode(value),
   },
+  /**
+   * Many Verify calls over one stream, for gateways and sidecars: each
+   * request is answered as soon as its verdict is ready, possibly out of
+   * order, matched by request_id, with the same semantics as Verify. A
+   * request's error (an unknown required scope, the store unavailable) is
+   * answered in its own response; the stream goes on.
+   */
+  verifyStream: {
+    path: "/keyward.v1.KeyVerifierService/VerifyStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: VerifyStreamRequest): Buffer => Buffer.from(VerifyStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): VerifyStreamRequest => VerifyStreamRequest.decode(value),
+    responseSerialize: (value: VerifyStreamResponse): Buffer =>
+      Buffer.from(VerifyStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): VerifyStreamResponse => VerifyStreamResponse.decode(value),
+  },
 } as const;
 
 export interface KeyVerifierServiceServer extends UntypedServiceImplementation {
@@ -2320,6 +2701,14 @@ export interface KeyVerifierServiceServer extends UntypedServiceImplementation {
    * (valid=false with its code), not an error.
    */
   verify: handleUnaryCall<VerifyRequest, VerifyResponse>;
+  /**
+   * Many Verify calls over one stream, for gateways and sidecars: each
+   * request is answered as soon as its verdict is ready, possibly out of
+   * order, matched by request_id, with the same semantics as Verify. A
+   * request's error (an unknown required scope, the store unavailable) is
+   * answered in its own response; the stream goes on.
+   */
+  verifyStream: handleBidiStreamingCall<VerifyStreamRequest, VerifyStreamResponse>;
 }
 
 export interface KeyVerifierServiceClient extends Client {
@@ -2342,6 +2731,19 @@ export interface KeyVerifierServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: VerifyResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Many Verify calls over one stream, for gateways and sidecars: each
+   * request is answered as soon as its verdict is ready, possibly out of
+   * order, matched by request_id, with the same semantics as Verify. A
+   * request's error (an unknown required scope, the store unavailable) is
+   * answered in its own response; the stream goes on.
+   */
+  verifyStream(): ClientDuplexStream<VerifyStreamRequest, VerifyStreamResponse>;
+  verifyStream(options: Partial<CallOptions>): ClientDuplexStream<VerifyStreamRequest, VerifyStreamResponse>;
+  verifyStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<VerifyStreamRequest, VerifyStreamResponse>;
 }
 
 export const KeyVerifierServiceClient = makeGenericClientConstructor(
