@@ -14,7 +14,8 @@ import { LocalCache } from './cache/LocalCache';
 import { PostgresLookup } from './cache/PostgresLookup';
 import { RedisNames, RedisTier } from './cache/RedisTier';
 import { TierCounts, TieredLookup } from './cache/TieredLookup';
-import { createRedisClients } from './cache/redisClients';
+import { closeRedis, createRedisClients } from './cache/redisClients';
+import { FillGuard } from './cache/FillGuard';
 import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
 import { createTokenCheck } from './grpc/auth';
@@ -29,7 +30,7 @@ import { InvalidationOutbox } from './store/InvalidationOutbox';
 import { KeyStore } from './store/KeyStore';
 import { UsageStore } from './store/UsageStore';
 import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
-import { createPool } from './store/db';
+import { DedicatedConnection, createPool, poolRunner } from './store/db';
 import { migrate } from './store/migrate';
 import { Verifier } from './verify/Verifier';
 
@@ -56,6 +57,7 @@ export function createApp(config: Config, logger: Logger): App {
   let grpc: { server: Server; health: HealthImplementation } | undefined;
   let metricsHttp: HttpServer | undefined;
   let redis: { command: Redis; subscriber: Redis } | undefined;
+  let outboxConnection: DedicatedConnection | undefined;
   let trust: CacheTrust | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let usage: UsageRecorder | undefined;
@@ -68,8 +70,12 @@ export function createApp(config: Config, logger: Logger): App {
     if (config.migrateOnStart) await migrate(pool, path.join(packageRoot(), 'migrations'), logger);
 
     const metrics = new Metrics();
-    const store = new KeyStore(pool, { verifyMs: config.db.verifyTimeoutMs, queryMs: config.db.queryTimeoutMs });
-    const outbox = new InvalidationOutbox(pool);
+    const store = new KeyStore(
+      pool,
+      { verifyMs: config.db.verifyTimeoutMs, queryMs: config.db.queryTimeoutMs },
+      Math.max(1, config.db.poolMax - 2),
+    );
+    const outbox = new InvalidationOutbox(poolRunner(pool));
     const format = new KeyFormat(config.livePrefix, config.testPrefix);
     const catalog = new ScopeCatalog(config.scopes);
     const tiers = new TierCounts();
@@ -86,7 +92,8 @@ export function createApp(config: Config, logger: Logger): App {
       pruneTimer = setInterval(prune, 60_000);
       pruneTimer.unref();
     } else {
-      ({ lookup, listener, trust, clients: redis } = createCaches(config, logger, store, outbox, tiers, metrics));
+      outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
+      ({ lookup, listener, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics));
     }
     const admin = new KeyAdmin(store, format, catalog, listener);
     if (config.usage.enabled) {
@@ -125,7 +132,8 @@ export function createApp(config: Config, logger: Logger): App {
     await usage?.stop(Date.now() + config.shutdownTimeoutMs);
     clearInterval(pruneTimer);
     await trust?.stop();
-    if (redis !== undefined) await Promise.all([redis.command.quit().catch(() => {}), redis.subscriber.quit().catch(() => {})]);
+    if (redis !== undefined) await Promise.all([closeRedis(redis.command), closeRedis(redis.subscriber)]);
+    await outboxConnection?.close();
     if (metricsHttp !== undefined) {
       const server = metricsHttp;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -157,11 +165,13 @@ function createCaches(
   logger: Logger,
   store: KeyStore,
   outbox: InvalidationOutbox,
+  /** The same outbox on a connection of its own: its reads decide whether the caches are trusted. */
+  trustOutbox: InvalidationOutbox,
   tiers: TierCounts,
   metrics: Metrics,
 ): { lookup: KeyLookup; listener: KeyChangeListener; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
   const { cache, db } = config;
-  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, logger);
+  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, Math.max(1_000, 2 * cache.leaseMs), logger);
   const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs });
   const local = cache.localEnabled
     ? new LocalCache({
@@ -169,14 +179,14 @@ function createCaches(
         maxBytes: cache.maxBytes,
         ttlMs: cache.ttlMs,
         negativeTtlMs: cache.negativeTtlMs,
-        floorRetentionMs: Math.max(2 * (db.verifyTimeoutMs + cache.redisTimeoutMs), cache.ackTimeoutMs + cache.leaseMs) + 1_000,
       })
     : undefined;
   const bus = new InvalidationBus(clients.subscriber, tier, cache.leaseMs, logger);
   const cacheCounts = new CacheCounts();
+  const guard = new FillGuard(2 * (db.verifyTimeoutMs + cache.redisTimeoutMs) + cache.ackTimeoutMs + cache.leaseMs + 1_000);
   const trust = new CacheTrust(
     bus,
-    outbox,
+    trustOutbox,
     tier,
     {
       leaseMs: cache.leaseMs,
@@ -187,7 +197,7 @@ function createCaches(
     cacheCounts,
     logger,
   );
-  const lookup = new TieredLookup(local, tier, store, trust, tiers, logger, cache.leaseMs);
+  const lookup = new TieredLookup(local, guard, tier, store, trust, tiers, logger, cache.leaseMs);
   trust.start(lookup);
   const propagation = new PropagationCounts();
   const listener = new ChangePropagator(

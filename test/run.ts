@@ -13,7 +13,7 @@ const CONCURRENCY = process.env.KEYWARD_TEST_CONCURRENCY ?? '3';
 
 function runTests(files: string[], databaseUrl: string): Promise<number> {
   return new Promise<number>((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${CONCURRENCY}`, '--test-reporter=spec', ...files], {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${CONCURRENCY}`, '--test-timeout=180000', '--test-reporter=spec', ...files], {
       cwd: ROOT,
       stdio: 'inherit',
       env: { ...process.env, KEYWARD_TEST_DATABASE_URL: databaseUrl },

@@ -162,11 +162,14 @@ describe('Verify over the wire', () => {
 
   it('answers VerifyStream requests as soon as each is ready, out of order when a lookup waits', async () => {
     const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
-    const responses = await verifier.verifyStream([
-      { requestId: 'needs-postgres', key: unknown },
-      { requestId: 'malformed', key: 'garbage' },
-    ]);
-    assert.deepEqual(responses.map((r) => r.requestId), ['malformed', 'needs-postgres']);
+    const malformed = Array.from({ length: 50 }, (_, i) => ({ requestId: `malformed-${i}`, key: 'garbage' }));
+    const responses = await verifier.verifyStream([{ requestId: 'needs-postgres', key: unknown }, ...malformed]);
+    assert.equal(responses.length, 51);
+    assert.notEqual(responses[0]?.requestId, 'needs-postgres', 'answers that need no lookup overtake the one that does');
+    assert.deepEqual(
+      responses.filter((r) => r.requestId !== 'needs-postgres').map((r) => r.requestId),
+      malformed.map((r) => r.requestId),
+    );
   });
 
   it('refuses an unknown required scope with INVALID_ARGUMENT naming it', async () => {

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { KeywardError } from '../errors';
-import type { InvalidationOutbox } from '../store/InvalidationOutbox';
+import type { Invalidation, InvalidationOutbox } from '../store/InvalidationOutbox';
+import { isConnectionFailure } from '../store/sqlState';
 import type { BusHandlers, InvalidationBus } from './InvalidationBus';
 import type { RedisTier } from './RedisTier';
 import type { CacheControl, TrustGate } from './TieredLookup';
@@ -22,7 +23,10 @@ export class CacheCounts {
   trustLost = 0;
 }
 
-const RECOVERY_BATCH = 1_000;
+const REPAIR_BATCH = 1_000;
+
+/** A store error caused by Postgres being unreachable (Redis errors never are). */
+const postgresUnreachable = (error: unknown): boolean => error instanceof KeywardError && isConnectionFailure(error.cause);
 const PRUNE_EVERY_MS = 60_000;
 
 /**
@@ -31,12 +35,16 @@ const PRUNE_EVERY_MS = 60_000;
  *
  * 1. the invalidation subscription is proven live and membership renewed
  *    within the lease (InvalidationBus.liveUntil);
- * 2. the invalidation outbox was read within the lease, or Postgres is known
- *    to be down (then no change can be committed for this instance to miss,
- *    short of a second, simultaneous fault), and the overdue rows it showed
- *    were written into Redis;
- * 3. since trust was last lost, the instance has emptied its in-process
- *    cache and written every undelivered outbox row into Redis.
+ * 2. the invalidation outbox was read within the lease, on a connection of
+ *    its own, and the overdue rows it showed were written into Redis; or
+ *    Postgres cannot be reached at all (then no change can be committed for
+ *    this instance to miss, short of a second, simultaneous fault). A slow
+ *    Postgres does not count as down: it still commits changes;
+ * 3. since trust was last lost, the instance emptied its in-process cache
+ *    and wrote a tombstone into Redis for every change still within the
+ *    outbox's retention (Redis may have missed some, or lost them in a
+ *    restart or failover), then emptied its cache once more. If Postgres
+ *    cannot be reached, that repair waits until it can.
  *
  * Every lease/4 it sends the heartbeat, reads the outbox, and re-evaluates.
  * Losing trust empties the in-process cache at once.
@@ -51,6 +59,8 @@ export class CacheTrust implements TrustGate, BusHandlers {
   private polling = false;
   private polledAt = Number.NEGATIVE_INFINITY;
   private pgDown = false;
+  /** Trust was regained while Postgres was down: Redis is repaired from the outbox once it answers. */
+  private repairPending = false;
   private since: Date | undefined;
   private readonly seen = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -91,7 +101,11 @@ export class CacheTrust implements TrustGate, BusHandlers {
     this.evaluate();
   }
 
-  /** Called when a proof may have moved `until`. */
+  private get statementTimeoutMs(): number {
+    return Math.max(10, Math.floor(this.options.leaseMs / 2));
+  }
+
+  /** Moves `until` after a proof or a state change. */
   private refresh(): void {
     if (!this.recovered) {
       this.until = Number.NEGATIVE_INFINITY;
@@ -104,6 +118,7 @@ export class CacheTrust implements TrustGate, BusHandlers {
   private tick(): void {
     this.bus.heartbeat();
     void this.poll();
+    this.control?.prune();
     this.evaluate();
     const now = Date.now();
     if (now - this.lastPrune > PRUNE_EVERY_MS) {
@@ -132,20 +147,19 @@ export class CacheTrust implements TrustGate, BusHandlers {
     this.control?.clear();
   }
 
-  /**
-   * Before trusting again: empty the in-process cache, and write every
-   * undelivered outbox row into Redis as a tombstone (Redis may have missed
-   * changes while this instance could not see it), then empty it once more.
-   */
   private async recover(): Promise<void> {
     const epoch = this.trustEpoch;
     this.recovering = true;
     try {
       this.control?.clear();
-      for (;;) {
-        const rows = await this.outbox.undelivered(this.options.retentionMs, RECOVERY_BATCH, this.options.leaseMs * 4);
-        await this.relay(rows);
-        if (rows.length < RECOVERY_BATCH) break;
+      try {
+        await this.repairRedis();
+        this.repairPending = false;
+      } catch (error) {
+        if (!postgresUnreachable(error)) throw error;
+        this.pgDown = true;
+        this.repairPending = true;
+        this.logger.warn({ event: 'repair-deferred' }, 'postgres unreachable: using the caches, repairing redis from the outbox once postgres answers');
       }
       if (epoch !== this.trustEpoch || performance.now() >= this.bus.liveUntil) return;
       this.control?.clear();
@@ -160,49 +174,68 @@ export class CacheTrust implements TrustGate, BusHandlers {
     }
   }
 
+  /** Writes a tombstone into Redis for every change within the outbox's retention. */
+  private async repairRedis(): Promise<void> {
+    let after = '0';
+    for (;;) {
+      const rows = await this.outbox.retained(after, this.options.retentionMs, REPAIR_BATCH, this.statementTimeoutMs * 4);
+      await this.relay(rows);
+      if (rows.length < REPAIR_BATCH) return;
+      after = (rows[rows.length - 1] as Invalidation).seq;
+    }
+  }
+
   /** Reads the outbox: drops every change not seen yet, relays overdue ones to Redis. */
   private async poll(): Promise<void> {
     if (this.polling) return;
     this.polling = true;
     const sent = performance.now();
     try {
-      const { rows, now } = await this.outbox.recent(
-        this.since,
-        this.options.outboxWindowMs,
-        this.options.relayAfterMs,
-        Math.max(10, Math.floor(this.options.leaseMs / 2)),
-      );
-      for (const row of rows) {
+      let read: Awaited<ReturnType<InvalidationOutbox['recent']>>;
+      try {
+        read = await this.outbox.recent(this.since, this.options.outboxWindowMs, this.options.relayAfterMs, this.statementTimeoutMs);
+      } catch (error) {
+        // Only a Postgres that cannot be reached at all keeps the caches trusted;
+        // a slow one lets the outbox proof lapse (a slow Postgres still commits).
+        this.pgDown = postgresUnreachable(error);
+        if (!this.pgDown) this.logger.debug({ err: error }, 'reading the invalidation outbox failed');
+        return;
+      }
+      for (const row of read.rows) {
         if (this.seen.has(row.seq)) continue;
         this.seen.set(row.seq, sent);
         this.control?.invalidate(row.hash, row.version);
       }
-      await this.relay(rows.filter((row) => !row.delivered && row.overdue));
+      this.pgDown = false;
+      if (this.repairPending) {
+        await this.repairRedis();
+        this.repairPending = false;
+      }
+      await this.relay(read.rows.filter((row) => !row.delivered && row.overdue));
       for (const [seq, at] of this.seen) {
         if (sent - at < 2 * this.options.outboxWindowMs) break;
         this.seen.delete(seq);
       }
-      this.since = now;
+      this.since = read.now;
       this.polledAt = sent;
-      this.pgDown = false;
     } catch (error) {
-      if (error instanceof KeywardError && error.code === 'UNAVAILABLE') this.pgDown = true;
-      else this.logger.warn({ err: error }, 'reading the invalidation outbox failed');
+      // Relaying into Redis failed: the outbox proof lapses until a poll completes.
+      this.logger.debug({ err: error }, 'relaying the invalidation outbox failed');
     } finally {
       this.polling = false;
       this.refresh();
     }
   }
 
-  /** Writes tombstones for changes whose instance could not reach Redis, then marks them delivered. */
-  private async relay(rows: ReadonlyArray<{ seq: string; hash: string; version: number }>): Promise<void> {
+  /** Writes tombstones for `rows` into Redis, drops them here, and marks the undelivered ones delivered. */
+  private async relay(rows: readonly Invalidation[]): Promise<void> {
     if (rows.length === 0) return;
     await Promise.all(rows.map((row) => this.tier.tombstone(row.hash, row.version)));
     for (const row of rows) this.control?.invalidate(row.hash, row.version);
-    await this.outbox.markDelivered(
-      rows.map((row) => row.seq),
-      this.options.leaseMs * 4,
-    );
-    this.counts.relayed += rows.length;
+    const undelivered = rows.filter((row) => !row.delivered).map((row) => row.seq);
+    if (undelivered.length > 0) {
+      await this.outbox.markDelivered(undelivered, this.statementTimeoutMs * 4);
+      this.counts.relayed += undelivered.length;
+    }
   }
 }

@@ -81,6 +81,11 @@ export class InvalidationBus {
     private readonly logger: Logger,
   ) {
     this.ackChannel = tier.names.acks(this.instanceId);
+    // A renewal made on a connection since lost (Redis restarted, failed over)
+    // may not be in the members that announcers read now: prove it anew.
+    tier.onClose(() => {
+      this.renewedAt = Number.NEGATIVE_INFINITY;
+    });
   }
 
   /** Monotonic time (performance.now) until which both proofs hold. */

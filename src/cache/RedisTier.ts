@@ -99,6 +99,11 @@ export class RedisTier {
     return this.redis.status === 'ready';
   }
 
+  /** Calls `listener` whenever the command connection closes. */
+  onClose(listener: () => void): void {
+    this.redis.on('close', listener);
+  }
+
   async get(hash: string): Promise<RedisEntry> {
     const [version, data] = await this.redis.hmget(this.names.entry(hash), 'v', 'd');
     if (version == null || data == null || data === '') return { kind: 'miss' };

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { toVerifiableKey, type VerifiableKey } from '../keys/VerifiableKey';
 import type { KeyStore } from '../store/KeyStore';
+import type { FillGuard } from './FillGuard';
 import type { KeyLookup } from './KeyLookup';
 import type { LocalCache } from './LocalCache';
 import type { RedisTier } from './RedisTier';
@@ -21,8 +22,10 @@ export class TierCounts {
 export interface CacheControl {
   /** Drops copies of `hash` older than `version`, and any lookup of it in flight. */
   invalidate(hash: string, version: number): void;
-  /** Empties the in-process cache and forgets lookups in flight. */
+  /** Empties the in-process cache, forgets lookups in flight, refuses fills begun before. */
   clear(): void;
+  /** Forgets version floors past their retention. */
+  prune(): void;
 }
 
 /** Whether the caches may be used now; read on every Verify. */
@@ -37,8 +40,10 @@ export interface TrustGate {
  * The caches are used only while `gate.until` is ahead (CacheTrust keeps it:
  * subscription proven live, outbox read, recovery done); otherwise every
  * lookup reads Postgres and fills nothing. Lookups of one hash share one read
- * while trusted; an invalidation of the hash detaches that read, so that a
- * Verify starting after a change never joins a read from before it.
+ * while trusted; a change to the hash detaches that read, so that a Verify
+ * starting after a change never joins a read from before it. What a lookup
+ * read is written into either cache only if FillGuard says no change or
+ * reset went by since the lookup began.
  */
 export class TieredLookup implements KeyLookup, CacheControl {
   private readonly inflight = new Map<string, Promise<VerifiableKey | undefined>>();
@@ -46,6 +51,7 @@ export class TieredLookup implements KeyLookup, CacheControl {
 
   constructor(
     private readonly local: LocalCache | undefined,
+    private readonly guard: FillGuard,
     private readonly redis: RedisTier,
     private readonly store: KeyStore,
     private readonly gate: TrustGate,
@@ -82,23 +88,34 @@ export class TieredLookup implements KeyLookup, CacheControl {
   }
 
   invalidate(hash: string, version: number): void {
-    this.local?.invalidate(hash, version);
+    this.guard.changed(hash, version);
+    this.local?.drop(hash, version);
     this.inflight.delete(hash);
   }
 
   clear(): void {
+    this.guard.reset();
     this.local?.clear();
     this.inflight.clear();
   }
 
+  /** Forgets old version floors (CacheTrust calls this on its tick). */
+  prune(): void {
+    this.guard.prune();
+  }
+
+  private get redisUsable(): boolean {
+    return performance.now() >= this.redisSuspendedUntil && this.redis.ready;
+  }
+
   private async load(hash: string): Promise<VerifiableKey | undefined> {
-    const ticket = this.local?.ticket() ?? 0;
-    if (performance.now() >= this.redisSuspendedUntil && this.redis.ready) {
+    const ticket = this.guard.ticket();
+    if (this.redisUsable) {
       try {
         const entry = await this.redis.get(hash);
         // A copy older than a change this instance has heard of (whose tombstone
         // may not have reached Redis yet) counts as a miss.
-        const stale = entry.kind !== 'miss' && this.local?.isStale(hash, entry.kind === 'key' ? entry.state.version : 0) === true;
+        const stale = entry.kind !== 'miss' && this.guard.isStale(hash, entry.kind === 'key' ? entry.state.version : 0);
         if (entry.kind === 'key' && !stale) {
           this.counts.redis++;
           const key = toVerifiableKey(entry.state);
@@ -107,7 +124,7 @@ export class TieredLookup implements KeyLookup, CacheControl {
         }
         if (entry.kind === 'unknown' && !stale) {
           this.counts.negative++;
-          if (this.local !== undefined && !this.local.fillUnknown(hash, ticket)) this.counts.refusedFills++;
+          this.fillLocalUnknown(hash, ticket);
           return undefined;
         }
       } catch (error) {
@@ -116,21 +133,29 @@ export class TieredLookup implements KeyLookup, CacheControl {
     }
     const state = await this.store.findForVerify(hash);
     this.counts.postgres++;
-    const redisUsable = performance.now() >= this.redisSuspendedUntil && this.redis.ready;
+    const fillRedis = this.redisUsable && this.guard.mayFill(hash, state?.version ?? 0, ticket);
     if (state === undefined) {
-      if (redisUsable) this.redis.fillUnknown(hash).catch((error: unknown) => this.suspendRedis(error));
-      if (this.local !== undefined && !this.local.fillUnknown(hash, ticket)) this.counts.refusedFills++;
+      if (fillRedis) this.redis.fillUnknown(hash).catch((error: unknown) => this.suspendRedis(error));
+      this.fillLocalUnknown(hash, ticket);
       return undefined;
     }
-    // Compare-and-set by version: a read from before a change cannot overwrite it.
-    if (redisUsable) this.redis.fill(hash, state).catch((error: unknown) => this.suspendRedis(error));
+    // Compare-and-set by version in Redis too: a read from before a change cannot overwrite it.
+    if (fillRedis) this.redis.fill(hash, state).catch((error: unknown) => this.suspendRedis(error));
     const key = toVerifiableKey(state);
     this.fillLocal(hash, key, ticket);
     return key;
   }
 
   private fillLocal(hash: string, key: VerifiableKey, ticket: number): void {
-    if (this.local !== undefined && !this.local.fill(hash, key, ticket)) this.counts.refusedFills++;
+    if (this.local === undefined) return;
+    if (this.guard.mayFill(hash, key.version, ticket)) this.local.set(hash, key);
+    else this.counts.refusedFills++;
+  }
+
+  private fillLocalUnknown(hash: string, ticket: number): void {
+    if (this.local === undefined) return;
+    if (this.guard.mayFill(hash, 0, ticket)) this.local.setUnknown(hash);
+    else this.counts.refusedFills++;
   }
 
   /** Untrusted caches: Postgres answers, nothing is filled. */

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
  * PING and the messages before it arriving in order on one connection.
  * An error is logged once per outage, never thrown.
  */
-export function createRedisClients(url: string, timeoutMs: number, logger: Logger): { command: Redis; subscriber: Redis } {
+export function createRedisClients(url: string, timeoutMs: number, socketTimeoutMs: number, logger: Logger): { command: Redis; subscriber: Redis } {
   const options: RedisOptions = {
     protocol: 2,
     commandTimeout: timeoutMs,
@@ -22,6 +22,9 @@ export function createRedisClients(url: string, timeoutMs: number, logger: Logge
     retryStrategy: (attempt) => Math.min(50 * attempt, 1_000),
     disableClientInfo: true,
     keepAlive: 10_000,
+    // Heartbeats keep both connections busy every quarter lease: silence this
+    // long means a dead peer that TCP has not noticed yet; reconnect.
+    socketTimeout: socketTimeoutMs,
   };
   const watch = (client: Redis, role: string): Redis => {
     let failing = false;
@@ -39,4 +42,10 @@ export function createRedisClients(url: string, timeoutMs: number, logger: Logge
     command: watch(new Redis(url, { ...options, connectionName: 'keyward' }), 'command'),
     subscriber: watch(new Redis(url, { ...options, connectionName: 'keyward-sub' }), 'subscriber'),
   };
+}
+
+/** Closes a client for good: QUIT when it can, and no reconnecting either way. */
+export async function closeRedis(client: Redis): Promise<void> {
+  if (client.status === 'ready') await client.quit().catch(() => {});
+  client.disconnect();
 }

@@ -3,18 +3,14 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
-import {
-  type KeyAdminServiceServer,
-  KeyAdminServiceService,
-  type KeyVerifierServiceServer,
-  KeyVerifierServiceService,
-} from '../gen/keyward/v1/keyward';
+import { type KeyAdminServiceServer, KeyAdminServiceService, type KeyVerifierServiceServer } from '../gen/keyward/v1/keyward';
 import { packageRoot } from '../packageRoot';
+import { VerifierServiceDefinition } from './serializers';
 
 export const SERVICE_NAMES = ['keyward.v1.KeyAdminService', 'keyward.v1.KeyVerifierService'] as const;
 
 /** Largest request accepted; admin requests with a full whitelist stay far below. */
-const MAX_RECEIVE_BYTES = 1 << 20;
+export const MAX_RECEIVE_BYTES = 1 << 20;
 
 /**
  * The gRPC server of an instance: both keyward services, grpc.health.v1 and
@@ -23,7 +19,7 @@ const MAX_RECEIVE_BYTES = 1 << 20;
 export function createGrpcServer(admin: KeyAdminServiceServer, verifier: KeyVerifierServiceServer): { server: Server; health: HealthImplementation } {
   const server = new Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES });
   server.addService(KeyAdminServiceService, admin);
-  server.addService(KeyVerifierServiceService, verifier);
+  server.addService(VerifierServiceDefinition, verifier);
   const health = new HealthImplementation(Object.fromEntries(['', ...SERVICE_NAMES].map((name) => [name, 'NOT_SERVING'])));
   health.addToServer(server);
   // Reflection reads the .proto files (the API itself runs on generated code only).

@@ -5,7 +5,11 @@ import { crc32 } from 'node:zlib';
 export type Environment = 'live' | 'test';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-const DIGIT = new Map([...ALPHABET].map((c, i) => [c, i]));
+/** Base62 digit value by character code (undefined: not a base62 character). */
+const DIGIT_VALUE: ReadonlyArray<number | undefined> = Array.from({ length: 128 }, (_, code) => {
+  const index = ALPHABET.indexOf(String.fromCharCode(code));
+  return index === -1 ? undefined : index;
+});
 /** Bytes from the CSPRNG in every key: 256 bits. */
 const RANDOM_BYTES = 32;
 /** 62^43 > 2^256, so 43 base62 characters hold the 32 bytes at fixed width. */
@@ -13,7 +17,6 @@ const RANDOM_CHARS = 43;
 /** 62^6 > 2^32, so 6 base62 characters hold a CRC32 at fixed width. */
 const CHECKSUM_CHARS = 6;
 const BODY_CHARS = RANDOM_CHARS + CHECKSUM_CHARS;
-const BODY_PATTERN = new RegExp(`^[0-9A-Za-z]{${BODY_CHARS}}$`);
 /** Characters shown at each end of the body in a key's display form. */
 const DISPLAY_CHARS = 4;
 
@@ -49,7 +52,10 @@ export class KeyFormat {
     else if (raw.startsWith(this.testPrefix)) environment = 'test';
     else return undefined;
     const prefixLength = (environment === 'live' ? this.livePrefix : this.testPrefix).length;
-    if (raw.length !== prefixLength + BODY_CHARS || !BODY_PATTERN.test(raw.slice(prefixLength))) return undefined;
+    if (raw.length !== prefixLength + BODY_CHARS) return undefined;
+    for (let i = prefixLength; i < raw.length; i++) {
+      if (DIGIT_VALUE[raw.charCodeAt(i)] === undefined) return undefined;
+    }
     const split = raw.length - CHECKSUM_CHARS;
     return crc32(raw.slice(0, split)) === decodeBase62(raw, split) ? environment : undefined;
   }
@@ -78,6 +84,6 @@ function encodeBase62(value: bigint, width: number): string {
 /** Decodes the base62 characters of `text` from `start` to the end (at most 8, so the result is exact). */
 function decodeBase62(text: string, start: number): number {
   let value = 0;
-  for (let i = start; i < text.length; i++) value = value * 62 + (DIGIT.get(text[i] as string) as number);
+  for (let i = start; i < text.length; i++) value = value * 62 + (DIGIT_VALUE[text.charCodeAt(i)] as number);
   return value;
 }

@@ -79,16 +79,52 @@ export function compileWhitelist(entries: readonly string[]): IpCheck {
     }
   }
   return (clientIp: string): boolean => {
+    // Fast path: a dotted-quad IPv4 address, parsed without allocating.
+    const quad = parseDottedQuad(clientIp);
+    if (quad >= 0) return matchesV4(v4, quad);
     const address = parseClientIp(clientIp);
     if (address === undefined) return false;
-    if (address instanceof ipaddr.IPv4) {
-      const value = toUint32(address);
-      for (const range of v4) if (((value & range.mask) >>> 0) === range.network) return true;
-      return false;
-    }
+    if (address instanceof ipaddr.IPv4) return matchesV4(v4, toUint32(address));
     for (const range of v6) if (address.match(range)) return true;
     return false;
   };
+}
+
+function matchesV4(ranges: ReadonlyArray<{ network: number; mask: number }>, value: number): boolean {
+  for (const range of ranges) if (((value & range.mask) >>> 0) === range.network) return true;
+  return false;
+}
+
+/**
+ * An IPv4 address written as four decimal parts (no leading zeros, as
+ * ipaddr.js's isValidFourPartDecimal) as an unsigned 32-bit integer; -1 for
+ * anything else, which then goes the general way.
+ */
+export function parseDottedQuad(text: string): number {
+  const length = text.length;
+  if (length < 7 || length > 15) return -1;
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= length; i++) {
+    const c = i === length ? 46 : text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255) return -1;
+      value = value * 256 + part;
+      parts++;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1;
+      part = part * 10 + (c - 48);
+      digits++;
+      if (digits > 3) return -1;
+    } else {
+      return -1;
+    }
+  }
+  return parts === 4 ? value : -1;
 }
 
 /** A client address as ipaddr.js reads it, IPv4-mapped IPv6 turned into IPv4; undefined when unparseable. */

@@ -1,5 +1,4 @@
-import type pg from 'pg';
-import { query } from './db';
+import type { Runner } from './db';
 
 /** A change as the outbox records it. */
 export interface Invalidation {
@@ -33,7 +32,8 @@ const toInvalidation = (row: InvalidationRow): Invalidation => ({
  * Rows are written by KeyStore in the change's own statement.
  */
 export class InvalidationOutbox {
-  constructor(private readonly pool: pg.Pool) {}
+  /** @param run where statements run: the pool, or a connection of their own (CacheTrust). */
+  constructor(private readonly run: Runner) {}
 
   /**
    * Changes committed since `since` minus `windowMs` (Postgres's clock), with
@@ -41,8 +41,7 @@ export class InvalidationOutbox {
    * than by seq: seqs can commit out of order.
    */
   async recent(since: Date | undefined, windowMs: number, overdueMs: number, timeoutMs: number): Promise<{ rows: Invalidation[]; now: Date | undefined }> {
-    const rows = await query<InvalidationRow>(
-      this.pool,
+    const rows = await this.run<InvalidationRow>(
       `select r.seq, r.hash, r.version, r.delivered, r.overdue, clock.db_now
          from (select now() as db_now) clock
          left join lateral (
@@ -58,16 +57,18 @@ export class InvalidationOutbox {
     return { rows: rows.filter((row) => row.seq !== null).map(toInvalidation), now: rows[0]?.db_now };
   }
 
-  /** Changes not yet known to be in Redis, younger than `retentionMs` (older ones have expired there). */
-  async undelivered(retentionMs: number, limit: number, timeoutMs: number): Promise<Invalidation[]> {
-    const rows = await query<InvalidationRow>(
-      this.pool,
-      `select seq, encode(secret_hash, 'hex') as hash, version, false as delivered, true as overdue, now() as db_now
+  /**
+   * Every change younger than `retentionMs` (older ones concern no Redis entry
+   * any more: all have expired), delivered or not, in seq order after `afterSeq`.
+   */
+  async retained(afterSeq: string, retentionMs: number, limit: number, timeoutMs: number): Promise<Invalidation[]> {
+    const rows = await this.run<InvalidationRow>(
+      `select seq, encode(secret_hash, 'hex') as hash, version, delivered_at is not null as delivered, true as overdue, now() as db_now
          from keyward.key_invalidations
-        where delivered_at is null and created_at > now() - make_interval(secs => $1::float8 / 1000)
+        where seq > $1::bigint and created_at > now() - make_interval(secs => $2::float8 / 1000)
         order by seq
-        limit $2::integer`,
-      [retentionMs, limit],
+        limit $3::integer`,
+      [afterSeq, retentionMs, limit],
       timeoutMs,
     );
     return rows.map(toInvalidation);
@@ -75,8 +76,7 @@ export class InvalidationOutbox {
 
   async markDelivered(seqs: readonly string[], timeoutMs: number): Promise<void> {
     if (seqs.length === 0) return;
-    await query(
-      this.pool,
+    await this.run(
       'update keyward.key_invalidations set delivered_at = now() where seq = any($1::bigint[]) and delivered_at is null',
       [seqs],
       timeoutMs,
@@ -85,8 +85,7 @@ export class InvalidationOutbox {
 
   /** Deletes rows older than `retentionMs`: by then every Redis entry they could concern has expired. */
   async prune(retentionMs: number, timeoutMs: number): Promise<void> {
-    await query(
-      this.pool,
+    await this.run(
       'delete from keyward.key_invalidations where created_at < now() - make_interval(secs => $1::float8 / 1000)',
       [retentionMs],
       timeoutMs,

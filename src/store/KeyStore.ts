@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Environment } from '../keys/KeyFormat';
 import type { KeyRecord } from '../keys/KeyRecord';
 import { type KeyState, keyStateOf } from '../keys/VerifiableKey';
+import { LookupBatcher } from './LookupBatcher';
 import { query } from './db';
 
 /** What CreateKey stores: everything but the secret, which only its hash stands for. */
@@ -66,10 +67,20 @@ const selectKeys = (from: string, extraColumns = ''): string =>
  * round trip; every change increments `version` and returns the row as it now is.
  */
 export class KeyStore {
+  private readonly verifyReads: LookupBatcher<KeyState>;
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly timeouts: { readonly verifyMs: number; readonly queryMs: number },
-  ) {}
+    /** Verify lookups in flight at once; keep some of the pool for admin calls and usage writes. */
+    verifyConcurrency: number,
+  ) {
+    this.verifyReads = new LookupBatcher((hashes) => this.fetchForVerify(hashes), {
+      maxBatch: 500,
+      maxInFlight: verifyConcurrency,
+      timeoutMs: timeouts.verifyMs,
+    });
+  }
 
   async insert(key: NewKey): Promise<KeyRecord> {
     const rows = await this.run<KeyRow>(
@@ -125,15 +136,22 @@ export class KeyStore {
     return { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false, outboxSeq: undefined };
   }
 
-  /** The key with this secret hash, for Verify, within the Verify time limit. */
-  async findForVerify(secretHash: string): Promise<KeyState | undefined> {
+  /**
+   * The key with this secret hash, for Verify, within the Verify time limit.
+   * Lookups that arrive together share one query.
+   */
+  findForVerify(secretHash: string): Promise<KeyState | undefined> {
+    return this.verifyReads.find(secretHash);
+  }
+
+  private async fetchForVerify(hashes: string[]): Promise<Map<string, KeyState>> {
     const rows = await query<KeyRow>(
       this.pool,
-      `select ${KEY_COLUMNS} from keyward.api_keys k where k.secret_hash = $1::bytea`,
-      [Buffer.from(secretHash, 'hex')],
+      `select ${KEY_COLUMNS} from keyward.api_keys k where k.secret_hash = any($1::bytea[])`,
+      [hashes.map((hash) => Buffer.from(hash, 'hex'))],
       this.timeouts.verifyMs,
     );
-    return rows[0] === undefined ? undefined : keyStateOf(toRecord(rows[0]));
+    return new Map(rows.map((row) => [row.secret_hash.toString('hex'), keyStateOf(toRecord(row))]));
   }
 
   /**

@@ -45,3 +45,74 @@ export async function query<Row extends pg.QueryResultRow>(
     clearTimeout(timer);
   }
 }
+
+/** Runs one statement within a time limit; an outage becomes UNAVAILABLE (with the driver's error as cause). */
+export type Runner = <Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number) => Promise<Row[]>;
+
+export function poolRunner(pool: pg.Pool): Runner {
+  return (text, values, timeoutMs) => query(pool, text, values, timeoutMs);
+}
+
+/**
+ * One Postgres connection of its own, outside the pool, so that what runs on
+ * it (the invalidation outbox reads that decide cache trust) never waits
+ * behind Verify lookups for a pooled connection. Connects on first use; a
+ * connection that failed or timed out is dropped and made anew next time.
+ */
+export class DedicatedConnection {
+  private client: pg.Client | undefined;
+  private connecting: Promise<pg.Client> | undefined;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly logger: Logger,
+  ) {}
+
+  readonly run: Runner = async <Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> => {
+    try {
+      const client = await this.connect(timeoutMs);
+      const result = await client.query<Row>({ text, values: values as unknown[], query_timeout: timeoutMs } as pg.QueryConfig);
+      return result.rows;
+    } catch (thrown) {
+      const error = coerceError(thrown);
+      this.discard();
+      if (isStoreUnavailable(error)) throw new KeywardError('UNAVAILABLE', 'the key store (PostgreSQL) is unavailable; try again', { cause: error });
+      throw error;
+    }
+  };
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    this.connecting = undefined;
+    await client?.end().catch(() => {});
+  }
+
+  private connect(timeoutMs: number): Promise<pg.Client> {
+    if (this.client !== undefined) return Promise.resolve(this.client);
+    this.connecting ??= (async () => {
+      const client = new pg.Client({ connectionString: this.connectionString, connectionTimeoutMillis: timeoutMs, application_name: 'keyward-outbox', keepAlive: true });
+      client.on('error', (error) => {
+        this.logger.debug({ err: error }, 'outbox connection failed');
+        if (this.client === client) this.discard();
+      });
+      try {
+        await client.connect();
+      } catch (error) {
+        this.connecting = undefined;
+        await client.end().catch(() => {});
+        throw error;
+      }
+      this.client = client;
+      this.connecting = undefined;
+      return client;
+    })();
+    return this.connecting;
+  }
+
+  private discard(): void {
+    const client = this.client;
+    this.client = undefined;
+    client?.end().catch(() => {});
+  }
+}

@@ -115,8 +115,15 @@ export class UsageRecorder implements UseRecorder {
     return this.flushing;
   }
 
+  /**
+   * Writes the batch that failed last time, if any, then what is pending now;
+   * more only while full batches are waiting (under load, new uses keep
+   * arriving: they wait for the next interval, not for an endless loop).
+   */
   private async write(): Promise<void> {
-    for (;;) {
+    let rounds = this.batch === undefined ? 1 : 2;
+    while (rounds > 0 || this.pending.size >= this.options.batchMaxKeys) {
+      rounds--;
       if (this.batch === undefined) {
         if (this.pending.size === 0) break;
         this.batch = this.take();

@@ -3,7 +3,8 @@ import { Environment as ProtoEnvironment, type VerifyRequest, type VerifyRespons
 import { type KeyFormat, hashSecret } from '../keys/KeyFormat';
 import type { ScopeCatalog } from '../keys/scopes';
 import type { VerifiableKey } from '../keys/VerifiableKey';
-import { INVALID_KEY, MISSING_KEY, type Verdict, decideVerdict } from '../keys/verdict';
+import { EXPIRED, INVALID_KEY, IP_NOT_ALLOWED, MISSING_KEY, OK, REVOKED, type Verdict, decideVerdict } from '../keys/verdict';
+import { preEncoded } from './preEncoded';
 
 /** Told of every Verify that identified a stored key, whatever its verdict (usage counting). */
 export interface UseRecorder {
@@ -14,7 +15,7 @@ export interface UseRecorder {
 export type VerdictObserver = (verdict: Verdict) => void;
 
 const unidentified = (verdict: Verdict): VerifyResponse =>
-  Object.freeze({
+  preEncoded({
     valid: false,
     code: verdict.code,
     httpStatus: verdict.httpStatus,
@@ -34,6 +35,9 @@ const INVALID_KEY_RESPONSE = unidentified(INVALID_KEY);
  * paid on every REST request of every customer: keep it short.
  */
 export class Verifier {
+  /** Per key, its answers that never vary (OK, REVOKED, EXPIRED, IP_NOT_ALLOWED), built and encoded once. */
+  private readonly fixedAnswers = new WeakMap<VerifiableKey, Array<VerifyResponse | undefined>>();
+
   constructor(
     private readonly format: KeyFormat,
     private readonly catalog: ScopeCatalog,
@@ -72,16 +76,26 @@ export class Verifier {
     const verdict = decideVerdict(key, request.clientIp, request.requiredScopes, now);
     this.observe(verdict);
     this.uses?.recordUse(key, request.clientIp, now, verdict);
-    return {
-      valid: verdict.httpStatus === 200,
-      code: verdict.code,
-      httpStatus: verdict.httpStatus,
-      keyId: key.id,
-      accountId: key.accountId,
-      environment: key.environment === 'live' ? ProtoEnvironment.ENVIRONMENT_LIVE : ProtoEnvironment.ENVIRONMENT_TEST,
-      scopes: key.scopes as string[],
-      missingScopes: verdict.missingScopes as string[],
-      keyName: key.name,
-    };
+    if (verdict === OK || verdict === REVOKED || verdict === EXPIRED || verdict === IP_NOT_ALLOWED) {
+      let answers = this.fixedAnswers.get(key);
+      if (answers === undefined) this.fixedAnswers.set(key, (answers = []));
+      return (answers[verdict.code] ??= preEncoded(respond(key, verdict)));
+    }
+    return respond(key, verdict);
   }
+}
+
+/** Verify's answer about an identified key. */
+function respond(key: VerifiableKey, verdict: Verdict): VerifyResponse {
+  return {
+    valid: verdict.httpStatus === 200,
+    code: verdict.code,
+    httpStatus: verdict.httpStatus,
+    keyId: key.id,
+    accountId: key.accountId,
+    environment: key.environment === 'live' ? ProtoEnvironment.ENVIRONMENT_LIVE : ProtoEnvironment.ENVIRONMENT_TEST,
+    scopes: key.scopes as string[],
+    missingScopes: verdict.missingScopes as string[],
+    keyName: key.name,
+  };
 }

@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 
 async function freePort(): Promise<number> {
@@ -17,6 +20,8 @@ async function freePort(): Promise<number> {
  */
 export class PrivateRedis {
   private child: ChildProcess | undefined;
+  /** Where SAVE writes its snapshot, and where a restart loads it from. */
+  private readonly dir = mkdtempSync(path.join(tmpdir(), 'keyward-redis-'));
 
   private constructor(readonly port: number) {}
 
@@ -43,8 +48,18 @@ export class PrivateRedis {
     this.child?.kill('SIGCONT');
   }
 
-  /** Stops the server (its data is gone: nothing is persisted). */
+  /** Stops the server for good and removes its folder. */
   async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Kills the server (SIGKILL). Its data is gone, unless the test made a
+   * snapshot with SAVE: a restart then loads that snapshot, as a Redis
+   * restarting from an old RDB file or failing over to a lagging replica would.
+   */
+  async kill(): Promise<void> {
     const child = this.child;
     if (child === undefined || child.exitCode !== null) return;
     child.kill('SIGCONT');
@@ -54,16 +69,16 @@ export class PrivateRedis {
     this.child = undefined;
   }
 
-  /** Starts it again on the same port, empty. */
+  /** Starts it again on the same port: empty, or with the last SAVE's snapshot. */
   async restart(): Promise<void> {
-    await this.stop();
+    await this.kill();
     await this.launch();
   }
 
   private async launch(): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', this.dir],
       { stdio: 'ignore' },
     );
     this.child = child;

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
+import { packageRoot } from '../../src/packageRoot';
 import { migrate } from '../../src/store/migrate';
 
 const SERVER_URL = process.env.KEYWARD_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -18,7 +19,7 @@ export async function withScratchDatabase<T>(prefix: string, body: (databaseUrl:
   url.pathname = `/${name}`;
   try {
     const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
-    await migrate(pool, path.resolve(__dirname, '..', '..', 'migrations'), pino({ level: 'warn' }));
+    await migrate(pool, path.join(packageRoot(), 'migrations'), pino({ level: 'warn' }));
     await pool.end();
     return await body(url.toString());
   } finally {

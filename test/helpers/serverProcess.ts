@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { packageRoot } from '../../src/packageRoot';
 import { ADMIN_TOKEN, testDatabaseUrl } from './env';
 
-const ROOT = path.resolve(__dirname, '..', '..');
+const ROOT = packageRoot();
 /** The compiled server (npm test builds first): a real process, started as `npm start` starts it. */
 const MAIN = path.join(ROOT, 'dist', 'src', 'main.js');
 
@@ -44,17 +45,22 @@ export class ServerProcess {
    * Starts `node dist/src/main.js` on a free port with the test database and
    * admin token, plus `env`, and waits for its "keyward started" line.
    */
-  static async start(env: Record<string, string | undefined> = {}, timeoutMs = 15_000): Promise<ServerProcess> {
-    const server = ServerProcess.spawn(env);
-    await server.waitFor((line) => line.msg === 'keyward started', timeoutMs);
+  static async start(env: Record<string, string | undefined> = {}, timeoutMs = 15_000, nodeArgs: readonly string[] = []): Promise<ServerProcess> {
+    const server = ServerProcess.spawn(env, nodeArgs);
+    try {
+      await server.waitFor((line) => line.msg === 'keyward started', timeoutMs);
+    } catch (error) {
+      server.child.kill('SIGKILL');
+      throw error;
+    }
     const started = server.logLines().find((line) => line.msg === 'keyward started') as LogLine;
     server.port = started.port as number;
     server.metricsPort = started.metricsPort as number | undefined;
     return server;
   }
 
-  /** Spawns without waiting for the start (for tests of failed starts). */
-  static spawn(env: Record<string, string | undefined> = {}): ServerProcess {
+  /** Spawns without waiting for the start (for tests of failed starts); `nodeArgs` go before the script (e.g. --cpu-prof). */
+  static spawn(env: Record<string, string | undefined> = {}, nodeArgs: readonly string[] = []): ServerProcess {
     const fullEnv: Record<string, string> = {
       PATH: process.env.PATH ?? '',
       DATABASE_URL: testDatabaseUrl(),
@@ -67,7 +73,7 @@ export class ServerProcess {
       if (value === undefined) delete fullEnv[name];
       else fullEnv[name] = value;
     }
-    const child = spawn(process.execPath, [MAIN], { cwd: ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, MAIN], { cwd: ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     const server = new ServerProcess(child);
     child.stdout?.on('data', (chunk: Buffer) => server.output.push(chunk.toString('utf8')));
     child.stderr?.on('data', (chunk: Buffer) => server.output.push(chunk.toString('utf8')));

@@ -1,0 +1,394 @@
+/**
+ * `npm run bench [-- --quick]`: Verify beside the gRPC floor, as ratios
+ * measured in one run (README, "Performance").
+ *
+ * Starts a private Redis, two scratch databases (1,000 keys; 1,000,000 keys),
+ * keyward in each configuration, and the floor (bench/floorServer.ts: the same
+ * stack, a handler that does nothing). Each step loads one server with h2load
+ * (one node:http2 generator for the case whose bodies vary) in a process of
+ * its own, for a fixed time, after a warm-up that is not counted; floor steps
+ * are interleaved with keyward steps so that machine noise hits both alike,
+ * and every keyward step is compared with the floor steps just before and
+ * after it. Verdicts are checked on the server (its counts by code must match
+ * the calls the generator saw answered), and sampled with a real client.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { arch, cpus, release, totalmem } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { VerifyCode, VerifyResponse, verifyCodeToJSON } from '../src/gen/keyward/v1/keyward';
+import { packageRoot } from '../src/packageRoot';
+import { AdminClient, VerifierClient } from '../test/helpers/clients';
+import { waitForMetric } from '../test/helpers/metrics';
+import { PrivateRedis } from '../test/helpers/PrivateRedis';
+import { withScratchDatabase } from '../test/helpers/scratchDatabase';
+import { seedFiller, seedKeys, typoOf, unknownSecret } from './fixtures';
+import { type VerifyFields, verifyBody, verifyStreamBody } from './grpcFrames';
+import { type LoadResult, benchFile, h2load, h2mix } from './loadGenerators';
+import { type CaseInfo, type Row, type StepResult, type TargetCheck, aggregate, rowsTable, targetsTable } from './report';
+import { mean, percentiles } from './stats';
+import { type Target, startFloor, startKeyward } from './targets';
+
+const { values: args } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const QUICK = args.quick === true;
+const PLAN = QUICK
+  ? { levels: [1, 64], repeats: 1, seconds: 1.5, warmSeconds: 0.5, largeKeys: 100_000, realKeys: 20_000, revokes: 100, memoryKeys: 20_000 }
+  : { levels: [1, 16, 64, 256], repeats: 3, seconds: 4, warmSeconds: 1, largeKeys: 1_000_000, realKeys: 100_000, revokes: 500, memoryKeys: 100_000 };
+const STREAM_BATCH = 100;
+const SCOPES = ['jobs:read', 'technicians:read'];
+const WHITELIST = ['203.0.113.0/24'];
+const CLIENT_IP = '203.0.113.7';
+
+interface BenchCase extends CaseInfo {
+  readonly target: Target;
+  /** What a sample call through a real client sends. */
+  readonly fields: VerifyFields;
+  readonly method: 'Verify' | 'VerifyStream';
+  /** h2load's body file, or the mix generator's bodies file. */
+  readonly body: string;
+  readonly generator: 'h2load' | 'h2mix';
+  /** The verdict every answer must carry; for the mix, the share of OK. */
+  readonly expect: { readonly code: VerifyCode } | { readonly okShare: number };
+  readonly floorGroup: 'unary' | 'mix';
+}
+
+const progress = (text: string): void => {
+  process.stderr.write(`\r\x1b[2K${text}`);
+};
+
+async function measure(c: BenchCase, inFlight: number): Promise<StepResult> {
+  const load = (seconds: number): Promise<LoadResult> =>
+    c.generator === 'h2mix' ? h2mix(c.target.port, c.body, inFlight, seconds) : h2load(c.target.port, c.method, c.body, inFlight, seconds);
+  await load(PLAN.warmSeconds);
+  const before = await c.target.stats();
+  const result = await load(PLAN.seconds);
+  const after = await c.target.stats();
+  const calls = after.calls - before.calls;
+  const seen = result.requests * c.perRequest;
+  if (Math.abs(calls - seen) > Math.max(2 * c.perRequest * inFlight, 0.01 * seen)) {
+    throw new Error(`${c.id} at ${inFlight}: the server answered ${calls} calls, the generator saw ${seen} succeed`);
+  }
+  if (c.target.name !== 'floor') {
+    const delta = (code: VerifyCode) => (after.codes.get(verifyCodeToJSON(code)) ?? 0) - (before.codes.get(verifyCodeToJSON(code)) ?? 0);
+    if ('code' in c.expect && delta(c.expect.code) !== calls) {
+      throw new Error(`${c.id} at ${inFlight}: ${calls - delta(c.expect.code)} of ${calls} answers were not ${verifyCodeToJSON(c.expect.code)}`);
+    }
+    if ('okShare' in c.expect) {
+      const share = delta(VerifyCode.VERIFY_CODE_OK) / calls;
+      if (Math.abs(share - c.expect.okShare) > 0.02 || delta(VerifyCode.VERIFY_CODE_OK) + delta(VerifyCode.VERIFY_CODE_INVALID_KEY) !== calls) {
+        throw new Error(`${c.id} at ${inFlight}: unexpected verdicts (OK share ${share.toFixed(3)})`);
+      }
+    }
+  }
+  return {
+    caseId: c.id,
+    inFlight,
+    repeat: 0,
+    callsPerSec: seen / result.seconds,
+    latencyUs: result.latencyUs,
+    cpuUsPerCall: (after.cpuUs - before.cpuUs) / calls,
+    usageStatements: after.usageStatements - before.usageStatements,
+    postgresLookups: after.postgresLookups - before.postgresLookups,
+    calls,
+  };
+}
+
+/** Runs `sequence` (floor, case, floor, case, …, floor) and pairs each case with the mean of its two floors. */
+async function runSequence(sequence: readonly BenchCase[], inFlight: number, repeat: number, counter: { done: number; total: number }): Promise<StepResult[]> {
+  const measured: StepResult[] = [];
+  for (const c of sequence) {
+    const step = { ...(await measure(c, inFlight)), repeat };
+    measured.push(step);
+    counter.done++;
+    progress(`[${counter.done}/${counter.total}] repeat ${repeat}/${PLAN.repeats} · ${inFlight} in flight · ${c.id}: ${Math.round(step.callsPerSec).toLocaleString('en-US')} calls/s`);
+  }
+  const isFloor = (i: number) => sequence[i]?.target.name === 'floor';
+  return measured.map((step, i) => {
+    if (isFloor(i)) return step;
+    const floors = [i - 1, i + 1].filter(isFloor).map((j) => measured[j] as StepResult);
+    return {
+      ...step,
+      floor: {
+        callsPerSec: mean(floors.map((f) => f.callsPerSec)),
+        p99: mean(floors.map((f) => f.latencyUs.p99)),
+        cpuUsPerCall: mean(floors.map((f) => f.cpuUsPerCall)),
+      },
+    };
+  });
+}
+
+/** floor, a, floor, b, floor, …; reversed on even repeats so that no case always follows the floor. */
+function interleave(floor: BenchCase, cases: readonly BenchCase[], repeat: number): BenchCase[] {
+  const ordered = repeat % 2 === 0 ? [...cases].reverse() : [...cases];
+  return [floor, ...ordered.flatMap((c) => [c, floor])];
+}
+
+async function revokeLatency(targets: readonly Target[], admins: readonly AdminClient[], verifiers: readonly VerifierClient[]): Promise<number[]> {
+  const accountId = `bench-revoke-${Date.now()}`;
+  const latencies: number[] = [];
+  for (let i = 0; i < PLAN.revokes; i++) {
+    const admin = admins[i % targets.length] as AdminClient;
+    const { key, secret } = await admin.newKey(accountId, { scopes: SCOPES });
+    for (const verifier of verifiers) await verifier.verify({ key: secret, clientIp: CLIENT_IP });
+    const started = process.hrtime.bigint();
+    await admin.revokeKey({ accountId, keyId: key?.id });
+    latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+    for (const verifier of verifiers) {
+      if ((await verifier.verify({ key: secret })).code !== VerifyCode.VERIFY_CODE_REVOKED) throw new Error('a revoked key still verified');
+    }
+    if (i % 50 === 0) progress(`revoke latency: ${i}/${PLAN.revokes}`);
+  }
+  return latencies;
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const redis = await PrivateRedis.start();
+  const stoppers: Array<() => Promise<void>> = [async () => redis.stop()];
+  try {
+    await withScratchDatabase('keyward_bench_small', (small) =>
+      withScratchDatabase('keyward_bench_large', async (large) => {
+        progress('seeding the databases…');
+        const seedOptions = { accountId: 'bench-account', scopes: SCOPES, ipWhitelist: WHITELIST };
+        const smallKeys = await seedKeys(small, 1_000, seedOptions);
+        const largeKeys = await seedKeys(large, PLAN.realKeys, seedOptions);
+        await seedFiller(large, PLAN.largeKeys - PLAN.realKeys);
+        await seedFiller(small, 0);
+
+        progress('starting servers…');
+        const withRedis = (prefix: string) => ({ REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: prefix });
+        const [full, noLocal, noCache, usageOff, largeFull, largeNoCache] = await Promise.all([
+          startKeyward('keyward', { DATABASE_URL: small, ...withRedis('bench-small:') }),
+          startKeyward('keyward, in-process cache off', { DATABASE_URL: small, ...withRedis('bench-small:'), KEYWARD_LOCAL_CACHE: 'false' }),
+          startKeyward('keyward, no caches', { DATABASE_URL: small }),
+          startKeyward('keyward, usage tracking off', { DATABASE_URL: small, ...withRedis('bench-small:'), KEYWARD_USAGE_TRACKING: 'false' }),
+          startKeyward('keyward, 1,000,000 keys', { DATABASE_URL: large, ...withRedis('bench-large:') }),
+          startKeyward('keyward, 1,000,000 keys, no caches', { DATABASE_URL: large }),
+        ]);
+        const keywards = [full, noLocal, noCache, usageOff, largeFull, largeNoCache];
+        stoppers.push(...keywards.map((k) => () => k.stop()));
+        await Promise.all(
+          [full, noLocal, usageOff, largeFull].map((k) => waitForMetric(k.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1)),
+        );
+
+        const hot: VerifyFields = { key: smallKeys[0] as string, clientIp: CLIENT_IP, requiredScopes: ['jobs:read'] };
+        const hotLarge: VerifyFields = { ...hot, key: largeKeys[0] as string };
+        const sampler = new VerifierClient(full.server.address);
+        const okAnswer = await sampler.verify(hot);
+        if (okAnswer.code !== VerifyCode.VERIFY_CODE_OK) throw new Error(`the hot key answered ${okAnswer.code}`);
+        const floor = await startFloor(Buffer.from(VerifyResponse.encode(okAnswer).finish()).toString('base64'));
+        stoppers.push(() => floor.stop());
+
+        const mixBodies: string[] = [];
+        for (let i = 0; i < 10_000; i++) {
+          const key = i % 10 === 9 ? (i % 20 === 19 ? typoOf(largeKeys[i] as string) : unknownSecret()) : (largeKeys[i] as string);
+          mixBodies.push(verifyBody({ ...hot, key }).toString('base64'));
+        }
+        const mixFile = benchFile(JSON.stringify(mixBodies), 'json');
+
+        const body = (fields: VerifyFields) => benchFile(verifyBody(fields));
+        const unary = (id: string, label: string, target: Target, fields: VerifyFields, code: VerifyCode): BenchCase => ({
+          id,
+          label,
+          target,
+          fields,
+          method: 'Verify',
+          body: body(fields),
+          generator: 'h2load',
+          perRequest: 1,
+          expect: { code },
+          floorGroup: 'unary',
+        });
+        const OK = VerifyCode.VERIFY_CODE_OK;
+        const floorUnary: BenchCase = { ...unary('floor', 'floor (empty handler)', floor, hot, OK) };
+        const floorMix: BenchCase = { ...floorUnary, id: 'floor-mix', label: 'floor (empty handler), mix generator', body: mixFile, generator: 'h2mix', floorGroup: 'mix' };
+        const cases: BenchCase[] = [
+          unary('in-process', 'Verify, warm key (in-process hit)', full, hot, OK),
+          unary('redis', 'Verify, in-process cache off (Redis hit)', noLocal, hot, OK),
+          unary('postgres', 'Verify, both caches off (Postgres)', noCache, hot, OK),
+          unary('malformed', 'malformed key (checksum reject)', full, { ...hot, key: typoOf(hot.key) }, VerifyCode.VERIFY_CODE_INVALID_KEY),
+          unary('negative', 'unknown well-formed key (negative cache)', full, { ...hot, key: unknownSecret() }, VerifyCode.VERIFY_CODE_INVALID_KEY),
+          unary('usage-off', 'Verify, warm key, usage tracking off', usageOff, hot, OK),
+          unary('in-process-1m', 'Verify, warm key, 1,000,000 keys stored', largeFull, hotLarge, OK),
+          unary('postgres-1m', 'Verify, no caches, 1,000,000 keys stored', largeNoCache, hotLarge, OK),
+          {
+            ...unary('stream', `VerifyStream, warm key (${STREAM_BATCH} calls per stream)`, full, hot, OK),
+            method: 'VerifyStream',
+            body: benchFile(verifyStreamBody(hot, STREAM_BATCH)),
+            perRequest: STREAM_BATCH,
+          },
+        ];
+        const mix: BenchCase = {
+          ...unary('mix', '90% valid / 10% invalid across 10,000 keys', largeFull, hotLarge, OK),
+          body: mixFile,
+          generator: 'h2mix',
+          expect: { okShare: 0.9 },
+          floorGroup: 'mix',
+        };
+
+        // A sample of every case's answer, through a real client.
+        for (const c of [...cases.filter((k) => k.method === 'Verify'), mix]) {
+          const client = new VerifierClient(`127.0.0.1:${c.target.port}`);
+          const answer = await client.verify(c.fields);
+          client.close();
+          const expected = 'code' in c.expect ? c.expect.code : OK;
+          if (answer.code !== expected) throw new Error(`${c.id}: the sample answered ${verifyCodeToJSON(answer.code)}`);
+        }
+        const [streamed] = await sampler.verifyStream([{ requestId: 'sample', ...hot }]);
+        if (streamed?.outcome?.$case !== 'result' || streamed.outcome.value.code !== OK) throw new Error('VerifyStream sample failed');
+        sampler.close();
+
+        const all = [floorUnary, floorMix, ...cases, mix];
+        const counter = { done: 0, total: PLAN.repeats * PLAN.levels.length * (2 * cases.length + 1 + 3) + all.length };
+        for (const c of all) {
+          await measure(c, 16);
+          counter.done++;
+          progress(`[${counter.done}/${counter.total}] warming up ${c.id}`);
+        }
+        const steps: StepResult[] = [];
+        for (let repeat = 1; repeat <= PLAN.repeats; repeat++) {
+          for (const level of PLAN.levels) {
+            steps.push(...(await runSequence(interleave(floorUnary, cases, repeat), level, repeat, counter)));
+            steps.push(...(await runSequence([floorMix, mix, floorMix], level, repeat, counter)));
+          }
+        }
+
+        progress('revoke latency: starting two more instances…');
+        const others = await Promise.all([1, 2].map((i) => startKeyward(`keyward ${i}`, { DATABASE_URL: small, ...withRedis('bench-small:') })));
+        stoppers.push(...others.map((k) => () => k.stop()));
+        const fleet = [full, ...others];
+        await Promise.all(fleet.map((k) => waitForMetric(k.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1)));
+        const admins = fleet.map((k) => new AdminClient(k.server.address));
+        const verifiers = fleet.map((k) => new VerifierClient(k.server.address));
+        const revokes = await revokeLatency(fleet, admins, verifiers);
+        for (const client of [...admins, ...verifiers]) client.close();
+        const [revokeP50, revokeP99] = percentiles(revokes, [50, 99]) as [number, number];
+
+        progress('memory: filling an in-process cache…');
+        const memory = await startKeyward('keyward, memory', { DATABASE_URL: large, ...withRedis('bench-memory:') });
+        stoppers.push(() => memory.stop());
+        await waitForMetric(memory.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1);
+        const memoryClient = new VerifierClient(memory.server.address);
+        for (let i = 0; i < 2_000; i++) await memoryClient.verify({ ...hot, key: largeKeys[i % 10] as string });
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        const rssBefore = (await memory.stats()).rssBytes;
+        for (let i = 0; i < PLAN.memoryKeys; i += 2_000) {
+          await memoryClient.verifyStream(largeKeys.slice(i, Math.min(i + 2_000, PLAN.memoryKeys)).map((key, j) => ({ requestId: String(j), key, clientIp: CLIENT_IP })));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 2_000));
+        const rssAfter = (await memory.stats()).rssBytes;
+        const entries = (await waitForMetric(memory.server.metricsPort as number, () => true)).get('keyward_cache_local_entries') ?? 0;
+        memoryClient.close();
+
+        const rss = new Map<string, number>();
+        for (const target of [floor, ...keywards]) rss.set(target.name, (await target.stats()).rssBytes);
+        progress('');
+        process.stderr.write('\r\x1b[2K');
+        writeReport(steps, [floorUnary, ...cases, floorMix, mix], {
+          startedAt,
+          revokes: { p50: revokeP50, p99: revokeP99, max: Math.max(...revokes), count: revokes.length },
+          memory: { keys: PLAN.memoryKeys, entries, deltaMb: (rssAfter - rssBefore) / 1_048_576 },
+          rss,
+        });
+      }),
+    );
+  } finally {
+    for (const stop of stoppers.reverse()) await stop().catch(() => {});
+  }
+}
+
+interface Extras {
+  readonly startedAt: Date;
+  readonly revokes: { readonly p50: number; readonly p99: number; readonly max: number; readonly count: number };
+  readonly memory: { readonly keys: number; readonly entries: number; readonly deltaMb: number };
+  readonly rss: ReadonlyMap<string, number>;
+}
+
+function checkTargets(rows: readonly Row[], extras: Extras): TargetCheck[] {
+  const at = (id: string, level = 64) => rows.find((r) => r.caseId === id && r.inFlight === level);
+  const ratio = (id: string) => at(id)?.ratio?.mean ?? Number.NaN;
+  const f = (v: number) => v.toFixed(2);
+  const checks: TargetCheck[] = [
+    { target: 'in-process hit: calls/s ≥ 0.90 × floor at 64', measured: f(ratio('in-process')), met: ratio('in-process') >= 0.9 },
+    { target: 'in-process hit: CPU/call ≤ 1.15 × floor', measured: f(at('in-process')?.cpuRatio ?? Number.NaN), met: (at('in-process')?.cpuRatio ?? 9) <= 1.15 },
+    { target: 'in-process hit: p99 ≤ 1.2 × floor', measured: f(at('in-process')?.p99Ratio ?? Number.NaN), met: (at('in-process')?.p99Ratio ?? 9) <= 1.2 },
+    { target: 'Redis hit: ≥ 0.60 × floor', measured: f(ratio('redis')), met: ratio('redis') >= 0.6 },
+    { target: 'Postgres path: ≥ 0.35 × floor', measured: f(ratio('postgres')), met: ratio('postgres') >= 0.35 },
+    { target: 'checksum reject: ≥ 0.95 × floor', measured: f(ratio('malformed')), met: ratio('malformed') >= 0.95 },
+    { target: 'negative-cache hit: ≥ 0.95 × floor', measured: f(ratio('negative')), met: ratio('negative') >= 0.95 },
+  ];
+  for (const [large, small] of [
+    ['in-process-1m', 'in-process'],
+    ['postgres-1m', 'postgres'],
+  ] as const) {
+    const change = ratio(large) / ratio(small) - 1;
+    checks.push({ target: `1,000,000 keys stored (${small}): within 5% of 1,000`, measured: `${(100 * change).toFixed(1)}%`, met: Math.abs(change) <= 0.05 });
+  }
+  checks.push(
+    { target: 'revoke with three instances: p99 < 10 ms', measured: `${extras.revokes.p99.toFixed(2)} ms (p50 ${extras.revokes.p50.toFixed(2)} ms)`, met: extras.revokes.p99 < 10 },
+    {
+      target: `in-process cache holding ${extras.memory.keys.toLocaleString('en-US')} keys adds ≤ 100 MB RSS`,
+      measured: `${extras.memory.deltaMb.toFixed(1)} MB (${extras.memory.entries.toLocaleString('en-US')} entries)`,
+      met: extras.memory.deltaMb <= 100 * (extras.memory.keys / 100_000),
+    },
+  );
+  const stream = at('stream');
+  const floorRate = stream === undefined ? Number.NaN : stream.callsPerSec / (stream.ratio?.mean ?? Number.NaN);
+  checks.push({
+    target: 'VerifyStream: ≥ 3 × the unary floor’s calls/s',
+    measured: `${f((stream?.callsPerSec ?? 0) / floorRate)}× (${Math.round(stream?.callsPerSec ?? 0).toLocaleString('en-US')} calls/s)`,
+    met: (stream?.ratio?.mean ?? 0) >= 3,
+  });
+  const usage = 1 - ratio('in-process') / ratio('usage-off');
+  checks.push({ target: 'usage tracking costs a few % of throughput at most', measured: `${(100 * usage).toFixed(1)}%`, met: usage <= 0.05 });
+  return checks;
+}
+
+function writeReport(steps: readonly StepResult[], cases: readonly CaseInfo[], extras: Extras): void {
+  const rows = aggregate(steps, cases);
+  const checks = checkTargets(rows, extras);
+  const usageRow = rows.find((r) => r.caseId === 'mix' && r.inFlight === 64);
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const machine = `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()} ${arch()}, Node ${process.version}`;
+  const markdown = [
+    `# keyward benchmark (${QUICK ? 'quick' : 'full'} run)`,
+    '',
+    `${extras.startedAt.toISOString()} · ${machine}`,
+    '',
+    `Each step: ${PLAN.seconds} s after ${PLAN.warmSeconds} s of warm-up, repeated ${PLAN.repeats}×; floor steps interleaved with keyward steps; ratios against the floor steps around each keyward step.`,
+    `Load: h2load (nghttp2), one process, ≤ 4 connections; the mix case uses a node:http2 generator for the floor and keyward alike. Latency of VerifyStream is per stream of ${STREAM_BATCH} calls.`,
+    '',
+    '## Targets (at 64 in flight)',
+    '',
+    targetsTable(checks),
+    '',
+    '## All figures',
+    '',
+    rowsTable(rows),
+    '',
+    `Usage tracking: ${usageRow?.usageStatementsPer100k.toFixed(1) ?? '–'} Postgres statements per 100,000 Verify calls (mix over 10,000 keys, 64 in flight); ${rows.find((r) => r.caseId === 'in-process' && r.inFlight === 64)?.usageStatementsPer100k.toFixed(1) ?? '–'} for one hot key.`,
+    `Postgres lookups per 100,000 Verify calls, in-process case: ${rows.find((r) => r.caseId === 'in-process' && r.inFlight === 64)?.postgresLookupsPer100k.toFixed(1) ?? '–'}.`,
+    '',
+    `Revoke with three instances, caches warm (${extras.revokes.count} revokes): p50 ${extras.revokes.p50.toFixed(2)} ms, p99 ${extras.revokes.p99.toFixed(2)} ms, max ${extras.revokes.max.toFixed(2)} ms.`,
+    '',
+    'Server RSS after the run:',
+    '',
+    ...[...extras.rss].map(([name, bytes]) => `- ${name}: ${(bytes / 1_048_576).toFixed(0)} MB`),
+    '',
+  ].join('\n');
+  const dir = path.join(packageRoot(), 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const name = QUICK ? 'quick' : 'full';
+  writeFileSync(path.join(dir, `${name}.md`), markdown);
+  writeFileSync(path.join(dir, `${name}.json`), `${JSON.stringify({ machine, plan: PLAN, rows, checks, extras: { ...extras, rss: Object.fromEntries(extras.rss) }, steps }, null, 2)}\n`);
+  console.log(markdown);
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write('\n');
+    console.error(error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,31 @@
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { KeyVerifierServiceService, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
+import { encodeVerifyResponse } from '../verify/preEncoded';
+
+/** Field tags of VerifyStreamResponse: request_id (1, bytes) and result (2, bytes). */
+const REQUEST_ID_TAG = (1 << 3) | 2;
+const RESULT_TAG = (2 << 3) | 2;
+
+/**
+ * A VerifyStreamResponse carrying a result is written with the result's
+ * kept bytes (an embedded message and a bytes field share one wire format);
+ * an error goes through the generated encoder.
+ */
+function serializeVerifyStreamResponse(value: VerifyStreamResponse): Buffer {
+  if (value.outcome?.$case !== 'result') return Buffer.from(VerifyStreamResponse.encode(value).finish());
+  const writer = new BinaryWriter();
+  if (value.requestId !== '') writer.uint32(REQUEST_ID_TAG).string(value.requestId);
+  writer.uint32(RESULT_TAG).bytes(encodeVerifyResponse(value.outcome.value));
+  return Buffer.from(writer.finish());
+}
+
+/**
+ * The generated KeyVerifierService definition, with the response serializers
+ * taught to use pre-encoded Verify answers (grpc-js copies the bytes into its
+ * frame; it never writes to them).
+ */
+export const VerifierServiceDefinition = {
+  ...KeyVerifierServiceService,
+  verify: { ...KeyVerifierServiceService.verify, responseSerialize: encodeVerifyResponse },
+  verifyStream: { ...KeyVerifierServiceService.verifyStream, responseSerialize: serializeVerifyStreamResponse },
+} as const satisfies typeof KeyVerifierServiceService;
