@@ -12,6 +12,8 @@ export interface StepResult {
   readonly floor?: { readonly callsPerSec: number; readonly p99: number; readonly cpuUsPerCall: number };
   readonly usageStatements: number;
   readonly postgresLookups: number;
+  readonly redisLookups: number;
+  readonly redisErrors: number;
   readonly calls: number;
 }
 

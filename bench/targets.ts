@@ -14,6 +14,8 @@ export interface ServerStats {
   readonly rssBytes: number;
   readonly usageStatements: number;
   readonly postgresLookups: number;
+  readonly redisLookups: number;
+  readonly redisErrors: number;
 }
 
 export interface Target {
@@ -38,7 +40,7 @@ export async function startFloor(response: string): Promise<Target> {
     port,
     async stats() {
       const s = (await (await fetch(`http://127.0.0.1:${statsPort}/`)).json()) as { calls: number; cpuUs: number; rssBytes: number };
-      return { calls: s.calls, codes: new Map(), cpuUs: s.cpuUs, rssBytes: s.rssBytes, usageStatements: 0, postgresLookups: 0 };
+      return { calls: s.calls, codes: new Map(), cpuUs: s.cpuUs, rssBytes: s.rssBytes, usageStatements: 0, postgresLookups: 0, redisLookups: 0, redisErrors: 0 };
     },
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -69,6 +71,8 @@ export async function startKeyward(name: string, env: Record<string, string>): P
         rssBytes: metrics.get('keyward_process_resident_memory_bytes') ?? 0,
         usageStatements: metrics.get('keyward_usage_statements_total') ?? 0,
         postgresLookups: metrics.get('keyward_verify_lookups_total{tier="postgres"}') ?? 0,
+        redisLookups: metrics.get('keyward_verify_lookups_total{tier="redis"}') ?? 0,
+        redisErrors: metrics.get('keyward_verify_redis_errors_total') ?? 0,
       };
     },
     async stop() {

@@ -134,13 +134,17 @@ export class TieredLookup implements KeyLookup, CacheControl {
     const state = await this.store.findForVerify(hash);
     this.counts.postgres++;
     const fillRedis = this.redisUsable && this.guard.mayFill(hash, state?.version ?? 0, ticket);
+    // A fill nobody waits for: its failure costs no Verify anything, so it suspends nothing.
+    const fillFailed = (): void => {
+      this.counts.redisErrors++;
+    };
     if (state === undefined) {
-      if (fillRedis) this.redis.fillUnknown(hash).catch((error: unknown) => this.suspendRedis(error));
+      if (fillRedis) this.redis.fillUnknown(hash).catch(fillFailed);
       this.fillLocalUnknown(hash, ticket);
       return undefined;
     }
     // Compare-and-set by version in Redis too: a read from before a change cannot overwrite it.
-    if (fillRedis) this.redis.fill(hash, state).catch((error: unknown) => this.suspendRedis(error));
+    if (fillRedis) this.redis.fill(hash, state).catch(fillFailed);
     const key = toVerifiableKey(state);
     this.fillLocal(hash, key, ticket);
     return key;

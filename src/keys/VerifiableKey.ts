@@ -1,3 +1,4 @@
+import type { VerifyResponse } from '../gen/keyward/v1/keyward';
 import type { Environment } from './KeyFormat';
 import type { KeyRecord } from './KeyRecord';
 import { compileWhitelist, type IpCheck } from './ipWhitelist';
@@ -20,13 +21,54 @@ export interface KeyState {
   readonly version: number;
 }
 
+/**
+ * A key as the caches hold it. Kept small (the in-process cache holds up to
+ * 100,000 of them): strings and lists that many keys share (account, scope
+ * lists, compiled whitelists) are shared, not copied.
+ */
 export interface VerifiableKey extends KeyState {
-  readonly scopeSet: ReadonlySet<string>;
   readonly allowsIp: IpCheck;
+  /** Verify's OK answer for this key, built and encoded on first use (src/verify/Verifier.ts). */
+  okAnswer: VerifyResponse | undefined;
 }
 
+/**
+ * Strings and lists that many keys hold alike, stored once. Bounded: when
+ * full it starts again empty (sharing is an optimisation, never required).
+ */
+class Interner<T> {
+  private readonly entries = new Map<string, T>();
+  constructor(private readonly max: number) {}
+  get(text: string, make: () => T): T {
+    let value = this.entries.get(text);
+    if (value === undefined) {
+      if (this.entries.size >= this.max) this.entries.clear();
+      value = make();
+      this.entries.set(text, value);
+    }
+    return value;
+  }
+}
+
+const accounts = new Interner<string>(10_000);
+const scopeLists = new Interner<readonly string[]>(10_000);
+const whitelists = new Interner<IpCheck>(10_000);
+const NO_ENTRIES: readonly string[] = Object.freeze([]);
+
 export function toVerifiableKey(state: KeyState): VerifiableKey {
-  return { ...state, scopeSet: new Set(state.scopes), allowsIp: compileWhitelist(state.ipWhitelist) };
+  return {
+    id: state.id,
+    accountId: accounts.get(state.accountId, () => state.accountId),
+    name: state.name,
+    environment: state.environment === 'live' ? 'live' : 'test',
+    scopes: scopeLists.get(state.scopes.join(' '), () => Object.freeze([...state.scopes])),
+    ipWhitelist: state.ipWhitelist.length === 0 ? NO_ENTRIES : scopeLists.get(`@${state.ipWhitelist.join(' ')}`, () => Object.freeze([...state.ipWhitelist])),
+    expiresAt: state.expiresAt,
+    revokedAt: state.revokedAt,
+    version: state.version,
+    allowsIp: whitelists.get(state.ipWhitelist.join(' '), () => compileWhitelist(state.ipWhitelist)),
+    okAnswer: undefined,
+  };
 }
 
 /** The Verify-relevant part of a stored key. */

@@ -67,13 +67,14 @@ const allowAll: IpCheck = () => true;
  */
 export function compileWhitelist(entries: readonly string[]): IpCheck {
   if (entries.length === 0) return allowAll;
-  const v4: Array<{ network: number; mask: number }> = [];
+  // IPv4 ranges as flat pairs of signed 32-bit integers [network, mask, …]: small, and compared without allocating.
+  const v4: number[] = [];
   const v6: Array<[ipaddr.IPv6, number]> = [];
   for (const entry of entries) {
     const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), -1];
     if (address instanceof ipaddr.IPv4) {
-      const mask = bits === -1 || bits === 32 ? 0xffffffff : bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-      v4.push({ network: (toUint32(address) & mask) >>> 0, mask });
+      const mask = bits === -1 || bits === 32 ? -1 : bits === 0 ? 0 : -1 << (32 - bits);
+      v4.push(toInt32(address) & mask, mask);
     } else {
       v6.push([address as ipaddr.IPv6, bits === -1 ? 128 : bits]);
     }
@@ -81,17 +82,18 @@ export function compileWhitelist(entries: readonly string[]): IpCheck {
   return (clientIp: string): boolean => {
     // Fast path: a dotted-quad IPv4 address, parsed without allocating.
     const quad = parseDottedQuad(clientIp);
-    if (quad >= 0) return matchesV4(v4, quad);
+    if (quad >= 0) return matchesV4(v4, quad | 0);
     const address = parseClientIp(clientIp);
     if (address === undefined) return false;
-    if (address instanceof ipaddr.IPv4) return matchesV4(v4, toUint32(address));
+    if (address instanceof ipaddr.IPv4) return matchesV4(v4, toInt32(address) | 0);
     for (const range of v6) if (address.match(range)) return true;
     return false;
   };
 }
 
-function matchesV4(ranges: ReadonlyArray<{ network: number; mask: number }>, value: number): boolean {
-  for (const range of ranges) if (((value & range.mask) >>> 0) === range.network) return true;
+/** Whether `value` (a signed 32-bit address) is in one of the flat [network, mask] pairs. */
+function matchesV4(ranges: readonly number[], value: number): boolean {
+  for (let i = 0; i < ranges.length; i += 2) if ((value & (ranges[i + 1] as number)) === ranges[i]) return true;
   return false;
 }
 
@@ -135,7 +137,8 @@ function parseClientIp(clientIp: string): Address | undefined {
   return address;
 }
 
-function toUint32(address: ipaddr.IPv4): number {
+/** The address as a signed 32-bit integer (the form the ranges are compared in). */
+function toInt32(address: ipaddr.IPv4): number {
   const [a, b, c, d] = address.octets as [number, number, number, number];
-  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+  return (a << 24) | (b << 16) | (c << 8) | d;
 }

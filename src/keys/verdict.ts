@@ -39,7 +39,7 @@ export function decideVerdict(key: VerifiableKey, clientIp: string, requiredScop
   if (!key.allowsIp(clientIp)) return IP_NOT_ALLOWED;
   let missing: string[] | undefined;
   for (const scope of requiredScopes) {
-    if (!key.scopeSet.has(scope)) (missing ??= []).push(scope);
+    if (!key.scopes.includes(scope)) (missing ??= []).push(scope);
   }
   if (missing === undefined) return OK;
   return { code: VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE, httpStatus: 403, missingScopes: [...new Set(missing)] };

@@ -3,7 +3,7 @@ import { Environment as ProtoEnvironment, type VerifyRequest, type VerifyRespons
 import { type KeyFormat, hashSecret } from '../keys/KeyFormat';
 import type { ScopeCatalog } from '../keys/scopes';
 import type { VerifiableKey } from '../keys/VerifiableKey';
-import { EXPIRED, INVALID_KEY, IP_NOT_ALLOWED, MISSING_KEY, OK, REVOKED, type Verdict, decideVerdict } from '../keys/verdict';
+import { INVALID_KEY, MISSING_KEY, OK, type Verdict, decideVerdict } from '../keys/verdict';
 import { preEncoded } from './preEncoded';
 
 /** Told of every Verify that identified a stored key, whatever its verdict (usage counting). */
@@ -35,9 +35,6 @@ const INVALID_KEY_RESPONSE = unidentified(INVALID_KEY);
  * paid on every REST request of every customer: keep it short.
  */
 export class Verifier {
-  /** Per key, its answers that never vary (OK, REVOKED, EXPIRED, IP_NOT_ALLOWED), built and encoded once. */
-  private readonly fixedAnswers = new WeakMap<VerifiableKey, Array<VerifyResponse | undefined>>();
-
   constructor(
     private readonly format: KeyFormat,
     private readonly catalog: ScopeCatalog,
@@ -76,11 +73,8 @@ export class Verifier {
     const verdict = decideVerdict(key, request.clientIp, request.requiredScopes, now);
     this.observe(verdict);
     this.uses?.recordUse(key, request.clientIp, now, verdict);
-    if (verdict === OK || verdict === REVOKED || verdict === EXPIRED || verdict === IP_NOT_ALLOWED) {
-      let answers = this.fixedAnswers.get(key);
-      if (answers === undefined) this.fixedAnswers.set(key, (answers = []));
-      return (answers[verdict.code] ??= preEncoded(respond(key, verdict)));
-    }
+    // A key's OK answer never varies: built and encoded once per cached copy of the key.
+    if (verdict === OK) return (key.okAnswer ??= preEncoded(respond(key, verdict)));
     return respond(key, verdict);
   }
 }
