@@ -1,4 +1,4 @@
-import { mean } from './stats';
+import { mean, median } from './stats';
 
 /** One measured step. */
 export interface StepResult {
@@ -29,7 +29,7 @@ export interface Row {
   readonly label: string;
   readonly inFlight: number;
   readonly callsPerSec: number;
-  readonly ratio: { readonly mean: number; readonly min: number; readonly max: number } | undefined;
+  readonly ratio: { readonly median: number; readonly min: number; readonly max: number } | undefined;
   readonly p50: number;
   readonly p99: number;
   readonly p999: number;
@@ -40,7 +40,11 @@ export interface Row {
   readonly postgresLookupsPer100k: number;
 }
 
-/** Means over the repeats of each case and level; ratios are taken step by step against the floor around it, then averaged. */
+/**
+ * Per case and level over the repeats: ratios are taken step by step against
+ * the floor steps around each step, and their median is reported (with the
+ * spread); absolute figures are means.
+ */
 export function aggregate(steps: readonly StepResult[], cases: readonly CaseInfo[]): Row[] {
   const rows: Row[] = [];
   const levels = [...new Set(steps.map((s) => s.inFlight))].sort((a, b) => a - b);
@@ -55,13 +59,13 @@ export function aggregate(steps: readonly StepResult[], cases: readonly CaseInfo
         label: info.label,
         inFlight: level,
         callsPerSec: mean(mine.map((s) => s.callsPerSec)),
-        ratio: ratios.length === 0 ? undefined : { mean: mean(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
+        ratio: ratios.length === 0 ? undefined : { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
         p50: mean(mine.map((s) => s.latencyUs.p50)),
         p99: mean(mine.map((s) => s.latencyUs.p99)),
         p999: mean(mine.map((s) => s.latencyUs.p999)),
-        p99Ratio: ratios.length === 0 ? undefined : mean(mine.map((s) => s.latencyUs.p99 / (s.floor?.p99 ?? 1))),
+        p99Ratio: ratios.length === 0 ? undefined : median(mine.map((s) => s.latencyUs.p99 / (s.floor?.p99 ?? 1))),
         cpuUsPerCall: mean(mine.map((s) => s.cpuUsPerCall)),
-        cpuRatio: ratios.length === 0 ? undefined : mean(mine.map((s) => s.cpuUsPerCall / (s.floor?.cpuUsPerCall ?? 1))),
+        cpuRatio: ratios.length === 0 ? undefined : median(mine.map((s) => s.cpuUsPerCall / (s.floor?.cpuUsPerCall ?? 1))),
         usageStatementsPer100k: (100_000 * mine.reduce((sum, s) => sum + s.usageStatements, 0)) / calls,
         postgresLookupsPer100k: (100_000 * mine.reduce((sum, s) => sum + s.postgresLookups, 0)) / calls,
       });
@@ -75,11 +79,11 @@ const n2 = (v: number | undefined): string => (v === undefined || !Number.isFini
 
 export function rowsTable(rows: readonly Row[]): string {
   const lines = [
-    '| case | in flight | calls/s | × floor (min–max) | p50 µs | p99 µs | p99.9 µs | p99 × floor | CPU µs/call | CPU × floor |',
+    '| case | in flight | calls/s | × floor, median (min–max) | p50 µs | p99 µs | p99.9 µs | p99 × floor | CPU µs/call | CPU × floor |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    const ratio = r.ratio === undefined ? '–' : `${n2(r.ratio.mean)} (${n2(r.ratio.min)}–${n2(r.ratio.max)})`;
+    const ratio = r.ratio === undefined ? '–' : `${n2(r.ratio.median)} (${n2(r.ratio.min)}–${n2(r.ratio.max)})`;
     lines.push(
       `| ${r.label} | ${r.inFlight} | ${n0(r.callsPerSec)} | ${ratio} | ${n0(r.p50)} | ${n0(r.p99)} | ${n0(r.p999)} | ${n2(r.p99Ratio)} | ${r.cpuUsPerCall.toFixed(1)} | ${n2(r.cpuRatio)} |`,
     );

@@ -28,6 +28,8 @@ export interface Config {
   readonly migrateOnStart: boolean;
   /** How long a stop waits for calls in flight before cancelling them. */
   readonly shutdownTimeoutMs: number;
+  /** V8's old-generation growing factor, as (1 + percent/100); 0 leaves V8's own (up to 4×). */
+  readonly heapGrowingPercent: number;
   readonly cache: {
     /** The in-process tier; only used with Redis (see README, "Caching and revocation"). */
     readonly localEnabled: boolean;
@@ -70,6 +72,7 @@ export const DEFAULTS = {
   logLevel: 'info',
   migrateOnStart: true,
   shutdownTimeoutMs: 10_000,
+  heapGrowingPercent: 50,
   cache: {
     localEnabled: true,
     maxEntries: 100_000,
@@ -219,6 +222,7 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     logLevel: logLevel as LogLevel,
     migrateOnStart: bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart),
     shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
+    heapGrowingPercent: int('KEYWARD_HEAP_GROWING_PERCENT', DEFAULTS.heapGrowingPercent, 0, 300),
     cache,
     usage: {
       enabled: bool('KEYWARD_USAGE_TRACKING', DEFAULTS.usage.enabled),

@@ -1,4 +1,3 @@
-import type { VerifyResponse } from '../gen/keyward/v1/keyward';
 import type { Environment } from './KeyFormat';
 import type { KeyRecord } from './KeyRecord';
 import { compileWhitelist, type IpCheck } from './ipWhitelist';
@@ -28,8 +27,6 @@ export interface KeyState {
  */
 export interface VerifiableKey extends KeyState {
   readonly allowsIp: IpCheck;
-  /** Verify's OK answer for this key, built and encoded on first use (src/verify/Verifier.ts). */
-  okAnswer: VerifyResponse | undefined;
 }
 
 /**
@@ -67,7 +64,6 @@ export function toVerifiableKey(state: KeyState): VerifiableKey {
     revokedAt: state.revokedAt,
     version: state.version,
     allowsIp: whitelists.get(state.ipWhitelist.join(' '), () => compileWhitelist(state.ipWhitelist)),
-    okAnswer: undefined,
   };
 }
 
