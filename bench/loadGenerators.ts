@@ -18,18 +18,9 @@ export function spread(inFlight: number): { clients: number; streams: number } {
   return { clients, streams: Math.max(1, Math.round(inFlight / clients)) };
 }
 
-/**
- * On this 2-core machine the load generator runs on CPU 0 and the server
- * under test on CPU 1 (targets.ts), so that neither ever waits for the other's
- * core and every server gets the same core: scheduling noise drops. PostgreSQL
- * and Redis float.
- */
-export const GENERATOR_CPU = '0';
-export const SERVER_CPU = '1';
-
 function run(command: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('taskset', ['-c', GENERATOR_CPU, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));

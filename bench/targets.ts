@@ -1,13 +1,8 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { scrapeMetrics } from '../test/helpers/metrics';
 import { ServerProcess } from '../test/helpers/serverProcess';
-import { SERVER_CPU } from './loadGenerators';
 
-/** Moves every thread of a server process onto the server's CPU. */
-function pin(pid: number | undefined): void {
-  if (pid !== undefined) execFileSync('taskset', ['-a', '-c', '-p', SERVER_CPU, String(pid)], { stdio: 'ignore' });
-}
 
 /** Server-side figures, read before and after each step. */
 export interface ServerStats {
@@ -41,7 +36,6 @@ export async function startFloor(response: string): Promise<Target> {
     child.stdout?.once('data', (chunk: Buffer) => resolve(JSON.parse(chunk.toString()) as { port: number; statsPort: number }));
     child.once('exit', (code) => reject(new Error(`floor server exited ${code}`)));
   });
-  pin(child.pid);
   return {
     name: 'floor',
     port,
@@ -59,8 +53,11 @@ export async function startFloor(response: string): Promise<Target> {
 
 /** A real keyward process (`node dist/src/main.js`) with `env`; its figures come from its /metrics. */
 export async function startKeyward(name: string, env: Record<string, string>): Promise<Target & { server: ServerProcess }> {
-  const server = await ServerProcess.start({ KEYWARD_METRICS_ADDR: '127.0.0.1:0', ...env }, 30_000, (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''));
-  pin(server.child.pid);
+  const server = await ServerProcess.start(
+    { KEYWARD_METRICS_ADDR: '127.0.0.1:0', KEYWARD_HEAP_GROWING_PERCENT: process.env.KEYWARD_HEAP_GROWING_PERCENT, ...env },
+    30_000,
+    (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+  );
   return {
     name,
     port: server.port,

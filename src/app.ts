@@ -59,6 +59,7 @@ export function createApp(config: Config, logger: Logger): App {
   let redis: { command: Redis; subscriber: Redis } | undefined;
   let outboxConnection: DedicatedConnection | undefined;
   let trust: CacheTrust | undefined;
+  let propagator: ChangePropagator | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let usage: UsageRecorder | undefined;
   let starting: Promise<StartedApp> | undefined;
@@ -81,11 +82,10 @@ export function createApp(config: Config, logger: Logger): App {
     const tiers = new TierCounts();
     metrics.trackTiers(tiers);
     let lookup: KeyLookup;
-    let listener: KeyChangeListener;
+    let listener: KeyChangeListener = { keyChanged: async () => {} };
     if (config.redisUrl === undefined) {
       // No bus to hear other instances' changes: no cache at all (README, "Caching and revocation").
       lookup = new PostgresLookup(store, tiers);
-      listener = { keyChanged: async () => {} };
       const prune = (): void => {
         outbox.prune(outboxRetentionMs(config), config.db.queryTimeoutMs).catch(() => {});
       };
@@ -93,7 +93,8 @@ export function createApp(config: Config, logger: Logger): App {
       pruneTimer.unref();
     } else {
       outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
-      ({ lookup, listener, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics));
+      ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics));
+      listener = propagator;
     }
     const admin = new KeyAdmin(store, format, catalog, listener);
     if (config.usage.enabled) {
@@ -131,6 +132,7 @@ export function createApp(config: Config, logger: Logger): App {
     // Every use counted so far is written before the pool closes (retried until the shutdown timeout).
     await usage?.stop(Date.now() + config.shutdownTimeoutMs);
     clearInterval(pruneTimer);
+    await propagator?.flush();
     await trust?.stop();
     if (redis !== undefined) await Promise.all([closeRedis(redis.command), closeRedis(redis.subscriber)]);
     await outboxConnection?.close();
@@ -169,7 +171,7 @@ function createCaches(
   trustOutbox: InvalidationOutbox,
   tiers: TierCounts,
   metrics: Metrics,
-): { lookup: KeyLookup; listener: KeyChangeListener; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
+): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
   const { cache, db } = config;
   const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, Math.max(1_000, 2 * cache.leaseMs), logger);
   const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs });

@@ -72,7 +72,7 @@ export const DEFAULTS = {
   logLevel: 'info',
   migrateOnStart: true,
   shutdownTimeoutMs: 10_000,
-  heapGrowingPercent: 50,
+  heapGrowingPercent: 100,
   cache: {
     localEnabled: true,
     maxEntries: 100_000,

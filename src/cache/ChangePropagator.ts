@@ -29,6 +29,10 @@ export class PropagationCounts {
  *    Redis) or stopped trusting its caches.
  */
 export class ChangePropagator implements KeyChangeListener {
+  /** Outbox rows whose change Redis now holds, marked delivered together (one commit for many changes). */
+  private delivered: string[] = [];
+  private markTimer: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly bus: InvalidationBus,
     private readonly control: CacheControl,
@@ -44,12 +48,8 @@ export class ChangePropagator implements KeyChangeListener {
     let missing: readonly string[] | 'redis unreachable';
     try {
       const result = await this.bus.announce(change.secretHash, state, this.options.ackTimeoutMs);
-      if (change.outboxSeq !== undefined) {
-        // Redis holds the new record now: no instance needs to relay this row.
-        this.outbox.markDelivered([change.outboxSeq], this.options.queryTimeoutMs).catch((error: unknown) => {
-          this.logger.debug({ err: error }, 'marking an invalidation delivered failed; an instance will relay it');
-        });
-      }
+      // Redis holds the new record now: no instance needs to relay this row.
+      if (change.outboxSeq !== undefined) this.markDelivered(change.outboxSeq);
       if (result.missing.length === 0) {
         this.counts.confirmed++;
         return;
@@ -67,5 +67,27 @@ export class ChangePropagator implements KeyChangeListener {
     // the lease, unless it read the outbox since; and an outbox read that began
     // before the row was overdue relays nothing, so that delay counts too.
     await sleep(this.options.leaseMs + this.options.relayAfterMs + Math.max(50, this.options.leaseMs / 10));
+  }
+
+  /** Writes the delivered marks soon, in one statement (well before rows count as overdue). */
+  private markDelivered(seq: string): void {
+    this.delivered.push(seq);
+    this.markTimer ??= setTimeout(() => {
+      this.markTimer = undefined;
+      const seqs = this.delivered;
+      this.delivered = [];
+      this.outbox.markDelivered(seqs, this.options.queryTimeoutMs).catch((error: unknown) => {
+        this.logger.debug({ err: error }, 'marking invalidations delivered failed; instances will relay them');
+      });
+    }, Math.max(1, Math.floor(this.options.relayAfterMs / 3)));
+  }
+
+  /** Writes the marks still waiting (on stop). */
+  async flush(): Promise<void> {
+    clearTimeout(this.markTimer);
+    this.markTimer = undefined;
+    const seqs = this.delivered;
+    this.delivered = [];
+    await this.outbox.markDelivered(seqs, this.options.queryTimeoutMs).catch(() => {});
   }
 }
