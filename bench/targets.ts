@@ -27,8 +27,8 @@ export interface Target {
 }
 
 /** The empty-handler server (bench/floorServer.ts), answering `response` (a base64 VerifyResponse). */
-export async function startFloor(response: string): Promise<Target> {
-  const child: ChildProcess = spawn(process.execPath, [path.resolve(__dirname, 'floorServer.js')], {
+export async function startFloor(response: string, nodeArgs: readonly string[] = []): Promise<Target> {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.resolve(__dirname, 'floorServer.js')], {
     env: { ...process.env, FLOOR_RESPONSE: response },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -51,13 +51,16 @@ export async function startFloor(response: string): Promise<Target> {
   };
 }
 
-/** A real keyward process (`node dist/src/main.js`) with `env`; its figures come from its /metrics. */
-export async function startKeyward(name: string, env: Record<string, string>): Promise<Target & { server: ServerProcess }> {
-  const server = await ServerProcess.start(
-    { KEYWARD_METRICS_ADDR: '127.0.0.1:0', KEYWARD_HEAP_GROWING_PERCENT: process.env.KEYWARD_HEAP_GROWING_PERCENT, ...env },
-    30_000,
-    (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
-  );
+/**
+ * A real keyward process (`node dist/src/main.js`) with `env`, and `nodeArgs`
+ * before the script (default: BENCH_NODE_ARGS); its figures come from its /metrics.
+ */
+export async function startKeyward(
+  name: string,
+  env: Record<string, string>,
+  nodeArgs: readonly string[] = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+): Promise<Target & { server: ServerProcess }> {
+  const server = await ServerProcess.start({ KEYWARD_METRICS_ADDR: '127.0.0.1:0', KEYWARD_HEAP_GROWING_PERCENT: process.env.KEYWARD_HEAP_GROWING_PERCENT, ...env }, 30_000, nodeArgs);
   return {
     name,
     port: server.port,
