@@ -45,7 +45,8 @@ describe('cache coherence under faults', () => {
     const lease = { KEYWARD_CACHE_LEASE_MS: '4000' };
     const fleet = await Fleet.startEach([
       { REDIS_URL: redis.url, ...lease },
-      { REDIS_URL: redis.url, DATABASE_URL: proxy.postgresUrl(databaseName), ...lease },
+      // Its reads are slow, never failed: no Verify time limit gets in the way on a loaded machine.
+      { REDIS_URL: redis.url, DATABASE_URL: proxy.postgresUrl(databaseName), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000', ...lease },
       { REDIS_URL: redis.url, ...lease },
     ]);
     const [a, slow, c] = fleet.instances as [Instance, Instance, Instance];
@@ -277,7 +278,9 @@ describe('cache coherence under faults', () => {
     const pgProxy = await postgresProxy();
     const fleet = await Fleet.startEach([
       { REDIS_URL: `redis://127.0.0.1:${redisProxy.port}` },
-      { REDIS_URL: redis.url, DATABASE_URL: pgProxy.postgresUrl(databaseName) },
+      // Slow, not down: its lookups may take a few delayed round trips (a new
+      // connection, then the query), which must not time out into UNAVAILABLE.
+      { REDIS_URL: redis.url, DATABASE_URL: pgProxy.postgresUrl(databaseName), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000' },
       { REDIS_URL: redis.url },
     ]);
     try {
