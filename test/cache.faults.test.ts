@@ -4,7 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { VerifyCode } from '../src/gen/keyward/v1/keyward';
 import { KeyFormat, hashSecret } from '../src/keys/KeyFormat';
 import { assertGrpcError } from './helpers/clients';
-import { newAccountId, testDatabaseUrl } from './helpers/env';
+import { newAccountId } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
@@ -13,12 +13,6 @@ import { PrivateRedis } from './helpers/PrivateRedis';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
-const database = new URL(testDatabaseUrl());
-const databaseName = database.pathname.slice(1);
-
-async function postgresProxy(): Promise<FaultProxy> {
-  return FaultProxy.start(database.hostname, Number(database.port || 5432));
-}
 
 /** Creates a key on `origin` and verifies it twice on every instance, so that every cache holds it. */
 async function warmKey(fleet: Fleet, accountId: string): Promise<{ keyId: string; secret: string }> {
@@ -40,13 +34,13 @@ async function assertEverywhere(instances: readonly Instance[], secret: string, 
 describe('cache coherence under faults', () => {
   it('refuses a stale fill: a read from before a revoke that lands after its invalidation is not cached', async () => {
     const redis = await PrivateRedis.start();
-    const proxy = await postgresProxy();
+    const proxy = await FaultProxy.toTestDatabase();
     // A long lease, so that the slow instance's outbox reads (slow too) keep it trusting its caches.
     const lease = { KEYWARD_CACHE_LEASE_MS: '4000' };
     const fleet = await Fleet.startEach([
       { REDIS_URL: redis.url, ...lease },
       // Its reads are slow, never failed: no Verify time limit gets in the way on a loaded machine.
-      { REDIS_URL: redis.url, DATABASE_URL: proxy.postgresUrl(databaseName), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000', ...lease },
+      { REDIS_URL: redis.url, DATABASE_URL: proxy.databaseUrl(), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000', ...lease },
       { REDIS_URL: redis.url, ...lease },
     ]);
     const [a, slow, c] = fleet.instances as [Instance, Instance, Instance];
@@ -193,10 +187,10 @@ describe('cache coherence under faults', () => {
 
   it('keeps verifying cached keys while Postgres is unreachable, and never answers OK for a key it never saw', async () => {
     const redis = await PrivateRedis.start();
-    const proxy = await postgresProxy();
+    const proxy = await FaultProxy.toTestDatabase();
     const fleet = await Fleet.start(2, {
       REDIS_URL: redis.url,
-      DATABASE_URL: proxy.postgresUrl(databaseName),
+      DATABASE_URL: proxy.databaseUrl(),
       // The outage refuses and cuts connections, so failures come at once;
       // the limits only bound a loaded machine. The run's database is migrated.
       KEYWARD_DB_VERIFY_TIMEOUT_MS: '1000',
@@ -278,12 +272,12 @@ describe('cache coherence under faults', () => {
   it('holds a revoke made by an instance cut off from Redis while Postgres is slow (not down) for another', async () => {
     const redis = await PrivateRedis.start();
     const redisProxy = await FaultProxy.start('127.0.0.1', redis.port);
-    const pgProxy = await postgresProxy();
+    const pgProxy = await FaultProxy.toTestDatabase();
     const fleet = await Fleet.startEach([
       { REDIS_URL: `redis://127.0.0.1:${redisProxy.port}` },
       // Slow, not down: its lookups may take a few delayed round trips (a new
       // connection, then the query), which must not time out into UNAVAILABLE.
-      { REDIS_URL: redis.url, DATABASE_URL: pgProxy.postgresUrl(databaseName), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000' },
+      { REDIS_URL: redis.url, DATABASE_URL: pgProxy.databaseUrl(), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000' },
       { REDIS_URL: redis.url },
     ]);
     try {

@@ -110,9 +110,8 @@ describe('server lifecycle', () => {
   });
 
   it('on SIGTERM stops taking calls, finishes those in flight, and exits 0', async () => {
-    const target = new URL(testDatabaseUrl());
-    const proxy = await FaultProxy.start(target.hostname, Number(target.port || 5432));
-    const server = await ServerProcess.start({ DATABASE_URL: proxy.postgresUrl(target.pathname.slice(1)), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000' });
+    const proxy = await FaultProxy.toTestDatabase();
+    const server = await ServerProcess.start({ DATABASE_URL: proxy.databaseUrl(), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000' });
     const verifier = new VerifierClient(server.address);
     try {
       assert.equal((await verifier.verify({ key: '' })).code, VerifyCode.VERIFY_CODE_MISSING_KEY);

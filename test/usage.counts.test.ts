@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import pg from 'pg';
-import { VerifyCode } from '../src/gen/keyward/v1/keyward';
+import { VerifyCode, type VerifyRequest, type VerifyResponse } from '../src/gen/keyward/v1/keyward';
 import { type KeyUses, UsageStore } from '../src/store/UsageStore';
 import { AdminClient, VerifierClient } from './helpers/clients';
 import { newAccountId, testDatabaseUrl } from './helpers/env';
@@ -94,11 +94,7 @@ async function driveLoad(fleet: Fleet, keyCount: number, during?: () => Promise<
   return keys;
 }
 
-async function verifyRetryingUnavailable(
-  verifier: VerifierClient,
-  request: Parameters<VerifierClient['verify']>[0],
-  retryUnavailable: boolean,
-): Promise<Awaited<ReturnType<VerifierClient['verify']>>> {
+async function verifyRetryingUnavailable(verifier: VerifierClient, request: Partial<VerifyRequest>, retryUnavailable: boolean): Promise<VerifyResponse> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await verifier.verify(request);
@@ -147,10 +143,9 @@ describe('usage counting', () => {
   });
 
   it('stores exact counts when Postgres refuses, then stalls and cuts connections during the load', async () => {
-    const target = new URL(testDatabaseUrl());
-    const proxy = await FaultProxy.start(target.hostname, Number(target.port || 5432));
+    const proxy = await FaultProxy.toTestDatabase();
     const fleet = await Fleet.start(3, {
-      DATABASE_URL: proxy.postgresUrl(target.pathname.slice(1)),
+      DATABASE_URL: proxy.databaseUrl(),
       KEYWARD_USAGE_FLUSH_MS: '100',
       KEYWARD_DB_QUERY_TIMEOUT_MS: '4000',
     });

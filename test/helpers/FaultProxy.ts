@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { testDatabaseUrl } from './env';
 
 export type ProxyMode = 'pass' | 'stall' | 'refuse';
 
@@ -30,9 +31,18 @@ export class FaultProxy {
     return proxy;
   }
 
-  /** The proxied Postgres URL for a database on the shared server. */
-  postgresUrl(database: string): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  /** A proxy in front of the run's test database (see `databaseUrl`). */
+  static toTestDatabase(): Promise<FaultProxy> {
+    const target = new URL(testDatabaseUrl());
+    return FaultProxy.start(target.hostname, Number(target.port || 5432));
+  }
+
+  /** The run's test database, reached through this proxy. */
+  databaseUrl(): string {
+    const url = new URL(testDatabaseUrl());
+    url.hostname = '127.0.0.1';
+    url.port = String(this.port);
+    return url.toString();
   }
 
   get connections(): number {
