@@ -10,7 +10,7 @@ import { newAccountId, testDatabaseUrl } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { Fleet } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
-import { scrapeMetrics } from './helpers/metrics';
+import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { ServerProcess } from './helpers/serverProcess';
 
 interface StoredUsage {
@@ -36,10 +36,10 @@ interface LoadKey {
 
 /**
  * Creates keys (some revoked), warms every instance's cache with them, and
- * drives a known number of Verify calls per key, spread round-robin over the
- * instances, 16 in flight per instance.
+ * drives Verify calls (at least 120 + 13 × i for key i), spread round-robin
+ * over the instances, 16 in flight per instance, counting them per key.
  * Every fifth call of a key asks for a scope the key lacks. `during` runs
- * alongside the load.
+ * alongside the load, and the load goes on until it is done.
  */
 async function driveLoad(fleet: Fleet, keyCount: number, during?: () => Promise<void>): Promise<LoadKey[]> {
   // While Postgres is faulty, a Verify may answer UNAVAILABLE (a slow outbox
@@ -68,10 +68,14 @@ async function driveLoad(fleet: Fleet, keyCount: number, during?: () => Promise<
     for (let j = 0; j < 120 + 13 * i; j++) plan.push({ key, j });
   }
   let next = 0;
+  let duringDone = during === undefined;
+  const duringRun = during?.().finally(() => {
+    duringDone = true;
+  });
   const workers = fleet.instances.flatMap((instance, n) =>
     Array.from({ length: 16 }, async () => {
-      for (let index = next++; index < plan.length; index = next++) {
-        const { key, j } = plan[index] as (typeof plan)[number];
+      for (let index = next++; index < plan.length || !duringDone; index = next++) {
+        const { key, j } = plan[index % plan.length] as (typeof plan)[number];
         const target = fleet.at((index + n) % fleet.instances.length);
         const scopeMissing = j % 5 === 0;
         const request = { key: key.secret, clientIp: `10.0.0.${j % 250}`, requiredScopes: scopeMissing ? ['jobs:write'] : [] };
@@ -83,7 +87,7 @@ async function driveLoad(fleet: Fleet, keyCount: number, during?: () => Promise<
       }
     }),
   );
-  await Promise.all([...workers, during?.()]);
+  await Promise.all([...workers, duringRun]);
   // A last call per key, from an address of its own, strictly after every other.
   await new Promise((resolve) => setTimeout(resolve, 5));
   for (const [i, key] of keys.entries()) {
@@ -151,27 +155,37 @@ describe('usage counting', () => {
     });
     const startedAt = Date.now();
     let keys: LoadKey[];
-    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const scrapeAll = () => Promise.all(fleet.instances.map((i) => scrapeMetrics(i.server.metricsPort as number)));
+    /** Waits until `name` has grown past `floors` on every instance. */
+    const growEverywhere = (name: string, floors: readonly Map<string, number>[]) =>
+      Promise.all(fleet.instances.map((i, n) => waitForMetric(i.server.metricsPort as number, (m) => (m.get(name) ?? 0) > (floors[n]?.get(name) ?? 0))));
+    const fleetSum = (metrics: readonly Map<string, number>[], name: string) => metrics.reduce((sum, m) => sum + (m.get(name) ?? 0), 0);
     try {
       keys = await driveLoad(fleet, 12, async () => {
-        await sleep(150);
+        // Every instance is writing uses.
+        await growEverywhere('keyward_usage_batches_written_total', []);
         proxy.refuse();
         proxy.cut();
-        await sleep(700);
+        let floors = await scrapeAll();
+        await growEverywhere('keyward_usage_batches_failed_total', floors);
         proxy.pass();
-        await sleep(300);
-        // Statements run and commit, their answers are held, then the connections die:
-        // the instances cannot know whether their batches were written.
+        floors = await scrapeAll();
+        await growEverywhere('keyward_usage_batches_written_total', floors);
+        // A usage write runs and commits, its answer is held, then the connections die:
+        // that instance cannot know whether its batch was written, and sends it again.
         proxy.delayResponses(1_500);
-        await sleep(400);
+        await proxy.heldAnswerTo('insert into keyward.usage_batches');
         proxy.cut();
         proxy.delayResponses(0);
+        for (let deadline = Date.now() + 15_000; fleetSum(await scrapeAll(), 'keyward_usage_batches_deduplicated_total') < 1; ) {
+          assert.ok(Date.now() < deadline, 'the batch whose answer was lost is sent again');
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
       });
-      const failed = await Promise.all(fleet.instances.map((i) => scrapeMetrics(i.server.metricsPort as number)));
-      assert.ok(
-        failed.some((m) => (m.get('keyward_usage_batches_failed_total') ?? 0) > 0),
-        'the outage made some batch fail',
-      );
+      const metrics = await scrapeAll();
+      assert.ok(fleetSum(metrics, 'keyward_usage_batches_failed_total') > 0, 'the outage made some batch fail');
+      assert.ok(fleetSum(metrics, 'keyward_usage_batches_deduplicated_total') >= 1, 'a retried batch was recognised as applied');
+      assert.equal(fleetSum(metrics, 'keyward_usage_rejected_total'), 0);
     } finally {
       assert.deepEqual(await fleet.stop(), [0, 0, 0]);
       await proxy.close();

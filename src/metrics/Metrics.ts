@@ -90,8 +90,28 @@ export class Metrics {
     this.gauge('keyward_usage_pending_keys', 'Keys with uses not yet written to Postgres', pendingKeys);
     this.counter('keyward_usage_dropped_total', 'Uses lost because KEYWARD_USAGE_MAX_PENDING_KEYS was reached', () => usage.dropped);
     this.counter('keyward_usage_statements_total', 'Postgres statements issued by usage counting (one per batch attempt)', () => usage.statements);
-    this.counter('keyward_usage_batches_written_total', 'Usage batches written', () => usage.flushed);
-    this.counter('keyward_usage_batches_failed_total', 'Usage batch attempts that failed (kept, retried)', () => usage.failed);
+    this.counter('keyward_usage_batches_written_total', 'Usage batches written (each part of a split batch counts)', () => usage.flushed);
+    this.counter(
+      'keyward_usage_batches_failed_total',
+      'Usage batch attempts that failed: transient failures (kept, retried after a backoff) and refusals (see keyward_usage_batches_refused_total)',
+      () => usage.failed,
+    );
+    this.counter(
+      'keyward_usage_batches_deduplicated_total',
+      'Retried usage batches that Postgres had already applied (an earlier attempt committed, its answer was lost): not counted twice',
+      () => usage.deduplicated,
+    );
+    this.counter(
+      'keyward_usage_batches_refused_total',
+      'Usage batch attempts Postgres refused for their content (a permanent error): split in halves, or dropped when of one key',
+      () => usage.refused,
+    );
+    this.counter(
+      'keyward_usage_entries_rejected_total',
+      'Entries (one key of one batch) dropped because Postgres refused them on their own; each is logged as usage-rejected',
+      () => usage.rejectedEntries,
+    );
+    this.counter('keyward_usage_rejected_total', 'Uses lost in entries Postgres refused (see keyward_usage_entries_rejected_total)', () => usage.rejectedUses);
   }
 
   /** A counter whose value is read from keyward's own count at scrape time. */

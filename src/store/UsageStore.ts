@@ -24,6 +24,13 @@ export class UsageStore {
    * `last_used_at` only moves forward, and `last_used_ip` with it. Rows are
    * written in key order so that instances flushing at once cannot deadlock.
    * Returns whether the batch was new.
+   *
+   * Whether PostgreSQL refuses a batch (a value it cannot store, a key that
+   * no longer exists) depends on its content only, never on whether it was
+   * applied before: values are checked when bound, rows when written, and a
+   * batch applied before writes no row (`exists (select 1 from batch)` is
+   * evaluated once, before any). So a refused batch committed nothing, and
+   * its entries may be written again under another id.
    */
   async apply(batchId: string, uses: readonly KeyUses[], timeoutMs: number): Promise<boolean> {
     const rows = await query<{ applied: boolean }>(
@@ -32,7 +39,7 @@ export class UsageStore {
          insert into keyward.usage_batches (id) values ($1::text) on conflict do nothing returning id
        ), written as (
          insert into keyward.key_usage as u (key_id, request_count, refused_count, last_used_at, last_used_ip)
-         select i.key_id, i.n, i.refused, to_timestamp(i.at_ms / 1000.0), i.ip
+         select i.key_id, i.n, i.refused, to_timestamp(i.at_ms / 1000.0), nullif(i.ip, '')
            from unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::float8[], $6::text[]) as i(key_id, n, refused, at_ms, ip)
           where exists (select 1 from batch)
           order by i.key_id

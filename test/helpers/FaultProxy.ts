@@ -15,6 +15,10 @@ export class FaultProxy {
   private mode: ProxyMode = 'pass';
   /** Milliseconds by which bytes from the dependency back to keyward are held. */
   private responseDelayMs = 0;
+  /** When set, only connections whose first bytes (PostgreSQL's startup message) hold this text are delayed. */
+  private delayOnly: string | undefined;
+  /** Delayed deliveries not made yet (cleared by close). */
+  private readonly delayedWrites = new Set<NodeJS.Timeout>();
   port = 0;
 
   private constructor(
@@ -61,8 +65,9 @@ export class FaultProxy {
    * Delays what the dependency sends back by `ms` (order kept): a query runs
    * at once, its answer arrives late, as from a slow network.
    */
-  delayResponses(ms: number): void {
+  delayResponses(ms: number, onlyConnectionsMentioning?: string): void {
     this.responseDelayMs = ms;
+    this.delayOnly = onlyConnectionsMentioning;
   }
 
   /** Holds every byte in both directions; connections stay open. */
@@ -78,15 +83,66 @@ export class FaultProxy {
   /** Resets every open connection. */
   cut(): void {
     for (const pair of this.pairs) {
-      pair.client.resetAndDestroy();
-      pair.upstream.resetAndDestroy();
+      for (const socket of [pair.client, pair.upstream]) {
+        // resetAndDestroy on a socket still connecting waits for the connection, which on a
+        // loaded machine may take long or never come: destroy such a socket at once.
+        if (socket.connecting) socket.destroy();
+        else socket.resetAndDestroy();
+      }
     }
     this.pairs.clear();
   }
 
   async close(): Promise<void> {
+    for (const timer of this.delayedWrites) clearTimeout(timer);
+    this.delayedWrites.clear();
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /**
+   * Resolves once the proxy holds (stalled or delayed, not yet delivered) the
+   * whole answer, up to ReadyForQuery, to a request whose bytes contained
+   * `text`: PostgreSQL ran that statement to its end (outside a transaction:
+   * committed it) and its client does not know yet.
+   */
+  heldAnswerTo(text: string, timeoutMs = 15_000): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        text,
+        resolve: () => {
+          clearTimeout(timer);
+          this.answerWaiters.delete(waiter);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.answerWaiters.delete(waiter);
+        reject(new Error(`no answer to a request with ${JSON.stringify(text)} was held within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.answerWaiters.add(waiter);
+    });
+  }
+
+  /** Client bytes since the last complete answer, per connection, while someone waits in heldAnswerTo. */
+  private readonly requests = new WeakMap<object, string>();
+  private readonly answerWaiters = new Set<{ text: string; resolve: () => void }>();
+
+  private watchAnswers(pair: object, data: Buffer, fromDependency: boolean, held: boolean): void {
+    if (this.answerWaiters.size === 0) {
+      this.requests.delete(pair);
+      return;
+    }
+    if (!fromDependency) {
+      this.requests.set(pair, (this.requests.get(pair) ?? '') + data.toString('latin1'));
+      return;
+    }
+    // ReadyForQuery ends every answer: 'Z', length 5, transaction status.
+    if (data.length < 6 || data[data.length - 6] !== 0x5a || data.readInt32BE(data.length - 5) !== 5) return;
+    const request = this.requests.get(pair) ?? '';
+    this.requests.delete(pair);
+    if (!held) return;
+    for (const waiter of [...this.answerWaiters]) if (request.includes(waiter.text)) waiter.resolve();
   }
 
   private accept(client: net.Socket): void {
@@ -95,11 +151,20 @@ export class FaultProxy {
       return;
     }
     const upstream = net.connect(this.targetPort, this.targetHost);
-    const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]> };
+    const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]>, startup: undefined as string | undefined };
     this.pairs.add(pair);
     const forward = (to: net.Socket, delayed: boolean) => (data: Buffer) => {
+      if (!delayed) pair.startup ??= data.toString('latin1');
+      const delay = delayed && (this.delayOnly === undefined || pair.startup?.includes(this.delayOnly) === true) ? this.responseDelayMs : 0;
+      this.watchAnswers(pair, data, delayed, this.mode === 'stall' || delay > 0);
       if (this.mode === 'stall') pair.held.push([to, data]);
-      else if (delayed && this.responseDelayMs > 0) setTimeout(() => to.writable && to.write(data), this.responseDelayMs);
+      else if (delay > 0) {
+        const timer = setTimeout(() => {
+          this.delayedWrites.delete(timer);
+          if (to.writable) to.write(data);
+        }, delay);
+        this.delayedWrites.add(timer);
+      }
       else to.write(data);
     };
     client.on('data', forward(upstream, false));
