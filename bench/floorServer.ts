@@ -15,7 +15,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { KeyVerifierServiceService, type KeyVerifierServiceServer, VerifyResponse, type VerifyStreamRequest } from '../src/gen/keyward/v1/keyward';
-import { MAX_RECEIVE_BYTES } from '../src/grpc/server';
+import { MAX_RECEIVE_BYTES, MAX_SEND_BYTES } from '../src/grpc/server';
 
 const response = VerifyResponse.decode(Buffer.from(process.env.FLOOR_RESPONSE ?? '', 'base64'));
 let calls = 0;
@@ -35,7 +35,7 @@ const floor: KeyVerifierServiceServer = {
   },
 };
 
-const server = new Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES });
+const server = new Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES, 'grpc.max_send_message_length': MAX_SEND_BYTES });
 server.addService(KeyVerifierServiceService, floor);
 const stats = createServer((_request, reply) => {
   const cpu = process.cpuUsage();

@@ -20,6 +20,7 @@ import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
 import { createTokenCheck } from './grpc/auth';
 import { SERVICE_NAMES, bindServer, createGrpcServer, shutdownServer } from './grpc/server';
+import { type ServerTls, startTls } from './grpc/tls';
 import { createVerifierService } from './grpc/verifierService';
 import { KeyFormat } from './keys/KeyFormat';
 import { ScopeCatalog } from './keys/scopes';
@@ -30,7 +31,7 @@ import { InvalidationOutbox } from './store/InvalidationOutbox';
 import { KeyStore } from './store/KeyStore';
 import { UsageStore } from './store/UsageStore';
 import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
-import { DedicatedConnection, createPool, poolRunner } from './store/db';
+import { DedicatedConnection, createPool, poolRunner, poolSizes } from './store/db';
 import { migrate } from './store/migrate';
 import { Verifier } from './verify/Verifier';
 
@@ -46,6 +47,11 @@ export interface App {
   start(): Promise<StartedApp>;
   /** Stops accepting calls, drains, closes pools. Safe to call twice; never rejects. */
   stop(): Promise<void>;
+  /**
+   * Reads the TLS files again (SIGHUP): new connections get the new
+   * certificates; unusable files keep the current ones. Never rejects.
+   */
+  reloadCertificates(): Promise<void>;
 }
 
 /**
@@ -54,6 +60,7 @@ export interface App {
  */
 export function createApp(config: Config, logger: Logger): App {
   let pool: pg.Pool | undefined;
+  let verifyPool: pg.Pool | undefined;
   let grpc: { server: Server; health: HealthImplementation } | undefined;
   let metricsHttp: HttpServer | undefined;
   let redis: { command: Redis; subscriber: Redis } | undefined;
@@ -62,19 +69,24 @@ export function createApp(config: Config, logger: Logger): App {
   let propagator: ChangePropagator | undefined;
   let pruneTimer: NodeJS.Timeout | undefined;
   let usage: UsageRecorder | undefined;
+  let tls: ServerTls | undefined;
   let starting: Promise<StartedApp> | undefined;
   let stopping: Promise<void> | undefined;
 
   const start = async (): Promise<StartedApp> => {
     const startedAt = Date.now();
+    // Unusable certificate files fail the start before anything connects.
+    if (config.tls !== undefined) tls = await startTls(config.tls, logger);
     pool = createPool(config, logger);
     if (config.migrateOnStart) await migrate(pool, path.join(packageRoot(), 'migrations'), logger);
 
     const metrics = new Metrics();
+    verifyPool = createPool(config, logger, 'verify');
     const store = new KeyStore(
       pool,
+      verifyPool,
       { verifyMs: config.db.verifyTimeoutMs, queryMs: config.db.queryTimeoutMs },
-      Math.max(1, config.db.poolMax - 2),
+      poolSizes(config.db.poolMax).verify,
     );
     const outbox = new InvalidationOutbox(poolRunner(pool));
     const format = new KeyFormat(config.livePrefix, config.testPrefix);
@@ -116,9 +128,10 @@ export function createApp(config: Config, logger: Logger): App {
       metricsHttp = started.server;
       metricsPort = started.port;
     }
-    const port = await bindServer(grpc.server, config.addr);
+    const port = await bindServer(grpc.server, config.addr, tls?.credentials);
     for (const name of ['', ...SERVICE_NAMES]) grpc.health.setStatus(name, 'SERVING');
-    logger.info({ event: 'start', addr: config.addr, port, metricsPort, ms: Date.now() - startedAt }, 'keyward started');
+    const transport = config.tls === undefined ? 'plaintext' : config.tls.clientCaFile === undefined ? 'tls' : 'mtls';
+    logger.info({ event: 'start', addr: config.addr, port, metricsPort, transport, ms: Date.now() - startedAt }, 'keyward started');
     return { port, metricsPort };
   };
 
@@ -129,6 +142,7 @@ export function createApp(config: Config, logger: Logger): App {
       const how = await shutdownServer(grpc.server, config.shutdownTimeoutMs);
       if (how === 'forced') logger.warn({ timeoutMs: config.shutdownTimeoutMs }, 'calls still in flight at the shutdown timeout were cancelled');
     }
+    tls?.stop();
     // Every use counted so far is written before the pool closes (retried until the shutdown timeout).
     await usage?.stop(Date.now() + config.shutdownTimeoutMs);
     clearInterval(pruneTimer);
@@ -142,7 +156,9 @@ export function createApp(config: Config, logger: Logger): App {
       server.closeAllConnections();
       await closed;
     }
-    if (pool !== undefined) await pool.end().catch((error: unknown) => logger.warn({ err: error }, 'closing the postgres pool failed'));
+    for (const opened of [verifyPool, pool]) {
+      if (opened !== undefined) await opened.end().catch((error: unknown) => logger.warn({ err: error }, 'closing a postgres pool failed'));
+    }
     logger.info({ event: 'stop', ms: Date.now() - stoppedAt }, 'keyward stopped');
   };
 
@@ -153,6 +169,12 @@ export function createApp(config: Config, logger: Logger): App {
         .catch(() => undefined)
         .then(stop)
         .catch((error: unknown) => logger.error({ err: error }, 'stop failed'))),
+    reloadCertificates: async () => {
+      // A SIGHUP during the start reloads once the first certificates are in.
+      await starting?.catch(() => undefined);
+      if (tls === undefined) logger.info({ event: 'tls-unchanged' }, 'TLS is not configured: no certificates to reload');
+      else await tls.reload('signal');
+    },
   };
 }
 

@@ -54,6 +54,8 @@ export interface Config {
     readonly batchMaxKeys: number;
     readonly maxPendingKeys: number;
   };
+  /** Unset: plaintext gRPC (README, "Operations → Transport"). */
+  readonly tls: TlsConfig | undefined;
   readonly db: {
     readonly poolMax: number;
     /** Time limit of a Postgres query on the Verify path. */
@@ -61,6 +63,18 @@ export interface Config {
     /** Time limit of any other Postgres query, and of taking a connection. */
     readonly queryTimeoutMs: number;
   };
+}
+
+/** TLS of the gRPC port, from PEM files that are re-read while running. */
+export interface TlsConfig {
+  /** PEM certificate chain, leaf first. */
+  readonly certFile: string;
+  /** PEM private key of the leaf certificate. */
+  readonly keyFile: string;
+  /** PEM CA bundle; when set, callers must present a client certificate it signed (mutual TLS). */
+  readonly clientCaFile: string | undefined;
+  /** How often the files are read to pick up a replacement (SIGHUP reads them at once). */
+  readonly reloadMs: number;
 }
 
 export const DEFAULTS = {
@@ -86,7 +100,10 @@ export const DEFAULTS = {
   },
   usage: { enabled: true, flushIntervalMs: 1_000, batchMaxKeys: 5_000, maxPendingKeys: 250_000 },
   db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
-} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken'>;
+  tls: { reloadMs: 60_000 },
+} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken' | 'tls'> & {
+  tls: Pick<TlsConfig, 'reloadMs'>;
+};
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MIN_TOKEN_LENGTH = 16;
@@ -224,6 +241,7 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     heapGrowingPercent: int('KEYWARD_HEAP_GROWING_PERCENT', DEFAULTS.heapGrowingPercent, 0, 300),
     cache,
+    tls: parseTls(read, int),
     usage: {
       enabled: bool('KEYWARD_USAGE_TRACKING', DEFAULTS.usage.enabled),
       flushIntervalMs: int('KEYWARD_USAGE_FLUSH_MS', DEFAULTS.usage.flushIntervalMs, 10, 3_600_000),
@@ -236,6 +254,32 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
       queryTimeoutMs: int('KEYWARD_DB_QUERY_TIMEOUT_MS', DEFAULTS.db.queryTimeoutMs, 10, 600_000),
     },
   };
+}
+
+function parseTls(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+): TlsConfig | undefined {
+  const certFile = read('KEYWARD_TLS_CERT_FILE');
+  const keyFile = read('KEYWARD_TLS_KEY_FILE');
+  const clientCaFile = read('KEYWARD_TLS_CLIENT_CA_FILE');
+  const reloadMs = int('KEYWARD_TLS_RELOAD_MS', DEFAULTS.tls.reloadMs, 100, 86_400_000);
+  if (certFile === undefined && keyFile === undefined) {
+    if (clientCaFile !== undefined) {
+      throw new ConfigError(
+        `KEYWARD_TLS_CLIENT_CA_FILE=${JSON.stringify(clientCaFile)} needs KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE: mutual TLS is TLS plus client certificates`,
+      );
+    }
+    if (read('KEYWARD_TLS_RELOAD_MS') !== undefined) {
+      throw new ConfigError('KEYWARD_TLS_RELOAD_MS is set but KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE are not: there is nothing to reload');
+    }
+    return undefined;
+  }
+  if (certFile === undefined || keyFile === undefined) {
+    const [set, unset] = certFile === undefined ? ['KEYWARD_TLS_KEY_FILE', 'KEYWARD_TLS_CERT_FILE'] : ['KEYWARD_TLS_CERT_FILE', 'KEYWARD_TLS_KEY_FILE'];
+    throw new ConfigError(`KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE must be set together: ${set} is set, ${unset} is not`);
+  }
+  return { certFile, keyFile, clientCaFile, reloadMs };
 }
 
 function parseScopes(raw: string | undefined): readonly string[] {

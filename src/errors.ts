@@ -24,10 +24,17 @@ export class KeywardError extends Error {
 }
 
 const MAX_ECHOED_LENGTH = 80;
+/** What could be a key (a prefix like `fsm_live_` and at least 43 base62 characters): shown by its prefix and four characters only. */
+const SECRET_LIKE = /([a-z][a-z0-9]*_(?:[a-z0-9]+_)?)([0-9A-Za-z]{4})[0-9A-Za-z]{39,}/g;
 
-/** Quotes a caller's value for an error message, cut to a readable length. */
+/**
+ * Quotes a caller's value for an error message: cut to a readable length,
+ * with anything that could be a key's secret masked (a caller who pastes a
+ * key into the wrong field must not see it echoed into logs and dashboards),
+ * and control characters escaped (JSON).
+ */
 export function quote(value: unknown): string {
-  const text = typeof value === 'string' ? value : String(value);
+  const text = (typeof value === 'string' ? value : String(value)).replace(SECRET_LIKE, '$1$2…');
   const cut = text.length > MAX_ECHOED_LENGTH ? `${text.slice(0, MAX_ECHOED_LENGTH)}…` : text;
   return JSON.stringify(cut);
 }

@@ -2,9 +2,15 @@ import { setFlagsFromString } from 'node:v8';
 import { createApp } from './app';
 import { ConfigError, configureFromEnv } from './config';
 import { createLogger } from './logger';
+import { checkRuntime } from './runtime';
 
-/** Entry point: configure, start, stop on SIGTERM/SIGINT; exit 1 on a failed start. */
+/** Entry point: configure, start, stop on SIGTERM/SIGINT, reload TLS files on SIGHUP; exit 1 on a failed start. */
 function main(): void {
+  const runtimeProblem = checkRuntime();
+  if (runtimeProblem !== undefined) {
+    createLogger().fatal({ event: 'runtime', node: process.version }, runtimeProblem);
+    process.exit(1);
+  }
   let config;
   try {
     config = configureFromEnv(process.env);
@@ -30,6 +36,11 @@ function main(): void {
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  // Node's default for SIGHUP is to exit; here it means "read the certificate files again".
+  process.on('SIGHUP', () => {
+    logger.info({ event: 'signal', signal: 'SIGHUP' }, 'reloading TLS certificates');
+    void app.reloadCertificates();
+  });
   app.start().catch((error: unknown) => {
     logger.fatal({ err: error }, 'start failed');
     void app.stop().then(() => process.exit(1));

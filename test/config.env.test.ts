@@ -79,4 +79,44 @@ describe('configureFromEnv', () => {
   it('refuses a verifier token equal to the admin token', () => {
     refused({ ...minimal, KEYWARD_VERIFIER_TOKEN: minimal.KEYWARD_ADMIN_TOKEN }, /must differ/);
   });
+
+  it('leaves TLS off unless the certificate and key files are named', () => {
+    assert.equal(configureFromEnv(minimal).tls, undefined);
+    assert.equal(configureFromEnv({ ...minimal, KEYWARD_TLS_CERT_FILE: ' ', KEYWARD_TLS_KEY_FILE: '' }).tls, undefined);
+  });
+
+  it('reads TLS and mutual TLS files, and the reload period', () => {
+    const files = { KEYWARD_TLS_CERT_FILE: '/etc/keyward/tls.crt', KEYWARD_TLS_KEY_FILE: '/etc/keyward/tls.key' };
+    assert.deepEqual(configureFromEnv({ ...minimal, ...files }).tls, {
+      certFile: '/etc/keyward/tls.crt',
+      keyFile: '/etc/keyward/tls.key',
+      clientCaFile: undefined,
+      reloadMs: DEFAULTS.tls.reloadMs,
+    });
+    assert.deepEqual(configureFromEnv({ ...minimal, ...files, KEYWARD_TLS_CLIENT_CA_FILE: '/etc/keyward/ca.crt', KEYWARD_TLS_RELOAD_MS: '5000' }).tls, {
+      certFile: '/etc/keyward/tls.crt',
+      keyFile: '/etc/keyward/tls.key',
+      clientCaFile: '/etc/keyward/ca.crt',
+      reloadMs: 5000,
+    });
+  });
+
+  it('refuses half a TLS setting, naming the variables', () => {
+    refused(
+      { ...minimal, KEYWARD_TLS_CERT_FILE: '/etc/keyward/tls.crt' },
+      /^KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE must be set together: KEYWARD_TLS_CERT_FILE is set, KEYWARD_TLS_KEY_FILE is not$/,
+    );
+    refused(
+      { ...minimal, KEYWARD_TLS_KEY_FILE: '/etc/keyward/tls.key', KEYWARD_TLS_CLIENT_CA_FILE: '/etc/keyward/ca.crt' },
+      /^KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE must be set together: KEYWARD_TLS_KEY_FILE is set, KEYWARD_TLS_CERT_FILE is not$/,
+    );
+    refused(
+      { ...minimal, KEYWARD_TLS_CLIENT_CA_FILE: '/etc/keyward/ca.crt' },
+      /^KEYWARD_TLS_CLIENT_CA_FILE="\/etc\/keyward\/ca\.crt" needs KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE/,
+    );
+    refused({ ...minimal, KEYWARD_TLS_RELOAD_MS: '1000' }, /^KEYWARD_TLS_RELOAD_MS is set but KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE are not/);
+    const files = { KEYWARD_TLS_CERT_FILE: '/etc/keyward/tls.crt', KEYWARD_TLS_KEY_FILE: '/etc/keyward/tls.key' };
+    refused({ ...minimal, ...files, KEYWARD_TLS_RELOAD_MS: '50' }, /^KEYWARD_TLS_RELOAD_MS="50" must be a whole number from 100 to 86400000/);
+    refused({ ...minimal, ...files, KEYWARD_TLS_RELOAD_MS: '1m' }, /^KEYWARD_TLS_RELOAD_MS="1m"/);
+  });
 });

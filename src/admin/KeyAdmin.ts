@@ -7,6 +7,17 @@ import type { ScopeCatalog } from '../keys/scopes';
 import type { ChangeOutcome, KeyChange, KeyStore } from '../store/KeyStore';
 import { decodePageToken, encodePageToken } from './pageToken';
 
+/** A ListKeys page ends once its keys' estimated size reaches this (half a gRPC client's default limit). */
+export const PAGE_MAX_BYTES = 2 << 20;
+
+/** An upper estimate of a key's size in an ApiKey message: its strings, plus room for the tags, numbers and times. */
+function estimatedBytes(record: KeyRecord): number {
+  let bytes = 128 + Buffer.byteLength(record.name) + Buffer.byteLength(record.accountId) + Buffer.byteLength(record.display) + (record.usage.lastUsedIp?.length ?? 0);
+  for (const scope of record.scopes) bytes += scope.length + 2;
+  for (const entry of record.ipWhitelist) bytes += entry.length + 2;
+  return bytes;
+}
+
 /**
  * Told of every committed change to a key before the admin call that made it
  * returns; the call succeeds only once this resolves. The caches use it to
@@ -77,14 +88,26 @@ export class KeyAdmin {
     return record;
   }
 
+  /**
+   * One page of an account's keys. A page holds at most `page_size` keys and
+   * ends early (AIP-158 allows fewer) once it reaches about PAGE_MAX_BYTES,
+   * so that a page of keys with long whitelists stays far below a gRPC
+   * client's default 4 MiB receive limit.
+   */
   async list(input: ListKeysInput): Promise<{ records: KeyRecord[]; nextPageToken: string }> {
     const accountId = checkAccountId(input.accountId);
     const pageSize = checkPageSize(input.pageSize);
     const beforeSeq = decodePageToken(input.pageToken, accountId, input.includeRevoked);
     const page = await this.store.list(accountId, input.includeRevoked, beforeSeq, pageSize);
-    const nextPageToken =
-      page.lastSeq === undefined ? '' : encodePageToken({ accountId, includeRevoked: input.includeRevoked, lastSeq: page.lastSeq });
-    return { records: page.records, nextPageToken };
+    let count = 0;
+    for (let bytes = 0; count < page.records.length; count++) {
+      bytes += estimatedBytes(page.records[count] as KeyRecord);
+      if (bytes > PAGE_MAX_BYTES && count > 0) break;
+    }
+    const more = page.more || count < page.records.length;
+    const lastSeq = page.seqs[count - 1];
+    const nextPageToken = more && lastSeq !== undefined ? encodePageToken({ accountId, includeRevoked: input.includeRevoked, lastSeq }) : '';
+    return { records: page.records.slice(0, count), nextPageToken };
   }
 
   async updateScopes(accountIdInput: string, keyIdInput: string, scopesInput: readonly string[]): Promise<KeyRecord> {

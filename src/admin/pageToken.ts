@@ -1,4 +1,8 @@
 import { invalidArgument } from '../errors';
+import { LIMITS } from '../keys/fields';
+
+/** The largest seq a token may name: PostgreSQL's bigint. */
+const MAX_SEQ = 2n ** 63n - 1n;
 
 /** Where a ListKeys page ended, and the query it belongs to. Opaque to callers. */
 export interface PageCursor {
@@ -18,6 +22,9 @@ export function encodePageToken(cursor: PageCursor): string {
  */
 export function decodePageToken(token: string, accountId: string, includeRevoked: boolean): string | undefined {
   if (token === '') return undefined;
+  if (token.length > LIMITS.pageTokenLength) {
+    throw invalidArgument('page_token', `${token.length} characters`, 'is not a next_page_token returned by ListKeys');
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
@@ -25,7 +32,7 @@ export function decodePageToken(token: string, accountId: string, includeRevoked
     parsed = undefined;
   }
   const cursor = parsed as { v?: unknown; a?: unknown; r?: unknown; s?: unknown } | undefined;
-  if (cursor?.v !== 1 || typeof cursor.s !== 'string' || !/^\d{1,19}$/.test(cursor.s)) {
+  if (cursor?.v !== 1 || typeof cursor.s !== 'string' || !/^[1-9]\d{0,18}$/.test(cursor.s) || BigInt(cursor.s) > MAX_SEQ) {
     throw invalidArgument('page_token', token, 'is not a next_page_token returned by ListKeys');
   }
   if (cursor.a !== accountId || cursor.r !== includeRevoked) {

@@ -5,6 +5,7 @@ import type { KeyAdminServiceServer } from '../gen/keyward/v1/keyward';
 import { fromProtoEnvironment, toApiKey } from './apiKeyMessage';
 import type { TokenCheck } from './auth';
 import { toErrorStatus } from './errorStatus';
+import { isMalformed } from './malformedRequest';
 
 /** Observes each admin call: method, gRPC status code, seconds taken. */
 export type AdminCallObserver = (method: string, code: status, seconds: number) => void;
@@ -27,6 +28,11 @@ export function createAdminService(
       if (!checkToken(call.metadata)) {
         observe(method, status.UNAUTHENTICATED, seconds());
         callback({ code: status.UNAUTHENTICATED, details: 'admin RPCs need "authorization: Bearer <admin token>" metadata' });
+        return;
+      }
+      if (isMalformed(call.request)) {
+        observe(method, status.INVALID_ARGUMENT, seconds());
+        callback({ code: status.INVALID_ARGUMENT, details: call.request.message });
         return;
       }
       run(call.request).then(

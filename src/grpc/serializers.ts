@@ -1,6 +1,7 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { KeyVerifierServiceService, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
+import { KeyAdminServiceService, KeyVerifierServiceService, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
 import { encodeVerifyResponse } from '../verify/preEncoded';
+import { withTolerantDecoding } from './malformedRequest';
 
 /** Field tags of VerifyStreamResponse: request_id (1, bytes) and result (2, bytes). */
 const REQUEST_ID_TAG = (1 << 3) | 2;
@@ -22,10 +23,14 @@ function serializeVerifyStreamResponse(value: VerifyStreamResponse): Buffer {
 /**
  * The generated KeyVerifierService definition, with the response serializers
  * taught to use pre-encoded Verify answers (grpc-js copies the bytes into its
- * frame; it never writes to them).
+ * frame; it never writes to them), and requests that do not decode handed to
+ * the handlers as MalformedRequest.
  */
-export const VerifierServiceDefinition = {
+export const VerifierServiceDefinition = withTolerantDecoding({
   ...KeyVerifierServiceService,
   verify: { ...KeyVerifierServiceService.verify, responseSerialize: encodeVerifyResponse },
   verifyStream: { ...KeyVerifierServiceService.verifyStream, responseSerialize: serializeVerifyStreamResponse },
-} as const satisfies typeof KeyVerifierServiceService;
+} as const satisfies typeof KeyVerifierServiceService);
+
+/** The generated KeyAdminService definition, requests that do not decode handed to the handlers as MalformedRequest. */
+export const AdminServiceDefinition = withTolerantDecoding(KeyAdminServiceService);

@@ -1,9 +1,12 @@
 import { type ServerDuplexStream, status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { invalidArgument } from '../errors';
 import type { KeyVerifierServiceServer, VerifyStreamRequest, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
+import { LIMITS } from '../keys/fields';
 import type { Verifier } from '../verify/Verifier';
 import type { TokenCheck } from './auth';
 import { toErrorStatus } from './errorStatus';
+import { isMalformed } from './malformedRequest';
 
 /** Lookups in flight per stream before it stops reading requests until some are answered. */
 const STREAM_MAX_PENDING = 1_024;
@@ -18,6 +21,10 @@ export function createVerifierService(verifier: Verifier, checkToken: TokenCheck
     verify(call, callback) {
       if (checkToken !== undefined && !checkToken(call.metadata)) {
         callback(UNAUTHENTICATED);
+        return;
+      }
+      if (isMalformed(call.request)) {
+        callback({ code: status.INVALID_ARGUMENT, details: call.request.message });
         return;
       }
       let answer;
@@ -52,13 +59,39 @@ export function createVerifierService(verifier: Verifier, checkToken: TokenCheck
  * order when a lookup has to wait), and ends the stream once the caller has
  * ended it and every request is answered. A request's error is answered in
  * its own response; the stream goes on.
+ *
+ * A stream's memory is bounded whatever the caller does: it stops reading
+ * requests while its answers are not being read (a `write` returned false,
+ * until `drain`) or while STREAM_MAX_PENDING lookups are in flight; HTTP/2
+ * flow control then holds the caller's further requests on its side. At most
+ * that many answers (each with a request_id of at most
+ * LIMITS.requestIdLength characters) wait in the stream's buffer.
  */
 function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyStreamResponse>, verifier: Verifier, logger: Logger): void {
   let pending = 0;
+  let blocked = false;
   let paused = false;
   let ended = false;
+  const flow = (): void => {
+    if (!paused && (blocked || pending >= STREAM_MAX_PENDING)) {
+      paused = true;
+      call.pause();
+    } else if (paused && !blocked && pending <= STREAM_MAX_PENDING / 2) {
+      paused = false;
+      call.resume();
+    }
+  };
+  const drained = (): void => {
+    blocked = false;
+    flow();
+  };
   const send = (response: VerifyStreamResponse): void => {
-    if (!call.cancelled) call.write(response);
+    if (call.cancelled || call.destroyed) return;
+    if (!call.write(response) && !blocked) {
+      blocked = true;
+      call.once('drain', drained);
+      flow();
+    }
   };
   const failed = (requestId: string, error: unknown): VerifyStreamResponse => {
     const { code, details } = toErrorStatus(error, logger, 'VerifyStream');
@@ -66,15 +99,20 @@ function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyS
   };
   const settle = (): void => {
     pending--;
-    if (paused && pending <= STREAM_MAX_PENDING / 2) {
-      paused = false;
-      call.resume();
-    }
+    flow();
     if (ended && pending === 0) call.end();
   };
 
   call.on('data', (request: VerifyStreamRequest) => {
+    if (isMalformed(request)) {
+      send({ requestId: '', outcome: { $case: 'error', value: { code: status.INVALID_ARGUMENT, message: request.message } } });
+      return;
+    }
     const requestId = request.requestId;
+    if (requestId.length > LIMITS.requestIdLength) {
+      send(failed('', invalidArgument('request_id', `${requestId.length} characters`, `must be at most ${LIMITS.requestIdLength} characters`)));
+      return;
+    }
     let answer;
     try {
       answer = verifier.verify(request);
@@ -87,10 +125,7 @@ function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyS
       return;
     }
     pending++;
-    if (pending >= STREAM_MAX_PENDING && !paused) {
-      paused = true;
-      call.pause();
-    }
+    flow();
     answer.then(
       (response) => send({ requestId, outcome: { $case: 'result', value: response } }),
       (error: unknown) => send(failed(requestId, error)),

@@ -1,14 +1,30 @@
 import { invalidArgument } from '../errors';
 
 /**
- * Validation of the plain fields of admin requests. Each function returns the
- * value to store or throws INVALID_ARGUMENT naming the field and the value.
+ * The documented maximum of every string and list field of every request
+ * (README, "Limits"). Beyond one, the call is refused with INVALID_ARGUMENT
+ * naming the field; Verify's `key` is the exception: anything that is not a
+ * well-formed key, whatever its length, is an INVALID_KEY answer. The whole
+ * request message is bounded too (src/grpc/server.ts).
  */
 export const LIMITS = {
   accountIdLength: 128,
   nameLength: 200,
+  /** Scopes in one request's list, duplicates included (the catalog has 11). */
+  scopes: 64,
+  /** Verify's required_scopes. */
+  requiredScopes: 64,
+  whitelistEntries: 1_000,
+  /** An address or CIDR range: the longest IPv6 CIDR is 43 characters. */
+  whitelistEntryLength: 64,
+  clientIpLength: 64,
+  /** VerifyStream's request_id: room for a UUID or a W3C traceparent, not for a payload. */
+  requestIdLength: 256,
+  pageTokenLength: 512,
   defaultPageSize: 50,
   maxPageSize: 1_000,
+  /** expires_at must be before this (10000-01-01T00:00:00Z): four-digit years only. */
+  expiresAtBeforeMs: Date.UTC(10_000, 0, 1),
 } as const;
 
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
@@ -38,13 +54,15 @@ export function checkName(value: string): string {
 
 export function checkExpiresAt(value: Date | undefined, nowMs: number): Date | null {
   if (value === undefined) return null;
-  if (Number.isNaN(value.getTime())) throw invalidArgument('expires_at', value, 'is not a valid time');
+  if (Number.isNaN(value.getTime())) throw invalidArgument('expires_at', 'out of range', 'is not a valid time');
   if (value.getTime() <= nowMs) throw invalidArgument('expires_at', value.toISOString(), 'must be in the future');
+  if (value.getTime() >= LIMITS.expiresAtBeforeMs) throw invalidArgument('expires_at', value.toISOString(), 'must be before the year 10000');
   return value;
 }
 
-/** 0 means the default; values above the maximum are treated as the maximum (AIP-158). */
+/** 0 means the default; values above the maximum are treated as the maximum (AIP-158); negative is refused. */
 export function checkPageSize(value: number): number {
+  if (value < 0) throw invalidArgument('page_size', value, 'must not be negative (0 means the default, 50)');
   if (value === 0) return LIMITS.defaultPageSize;
   return Math.min(value, LIMITS.maxPageSize);
 }

@@ -1,11 +1,12 @@
 import ipaddr from 'ipaddr.js';
 import { invalidArgument } from '../errors';
+import { LIMITS } from './fields';
 
 type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** Entries one key may carry; a longer list is refused as oversized. */
-export const MAX_WHITELIST_ENTRIES = 1_000;
-const MAX_ENTRY_LENGTH = 64;
+export const MAX_WHITELIST_ENTRIES = LIMITS.whitelistEntries;
+const MAX_ENTRY_LENGTH = LIMITS.whitelistEntryLength;
 
 /**
  * Validates whitelist entries and returns them normalised, without duplicates,
@@ -54,7 +55,11 @@ function maskAddress(address: Address, bits: number): Address {
   return ipaddr.fromByteArray(bytes);
 }
 
-/** Decides whether a client address may use a key; built once per cached key. */
+/**
+ * Decides whether a client address may use a key; built once per cached key.
+ * Verify passes the canonical address (src/keys/clientIp.ts); any spelling
+ * is understood all the same.
+ */
 export type IpCheck = (clientIp: string) => boolean;
 
 const allowAll: IpCheck = () => true;

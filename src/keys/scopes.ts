@@ -1,4 +1,5 @@
 import { invalidArgument } from '../errors';
+import { LIMITS } from './fields';
 
 /** The product's scope catalog; KEYWARD_SCOPES replaces it. */
 export const DEFAULT_SCOPES = [
@@ -35,12 +36,13 @@ export class ScopeCatalog {
     if (scopes.length === 0) {
       throw invalidArgument(field, '', `at least one scope is required; known scopes: ${this.scopes.join(', ')}`);
     }
-    this.checkKnown(field, scopes);
+    this.checkKnown(field, scopes, LIMITS.scopes);
     return [...new Set(scopes)].sort((a, b) => (this.rank.get(a) as number) - (this.rank.get(b) as number));
   }
 
-  /** Throws INVALID_ARGUMENT for the first scope that is not in the catalog. */
-  checkKnown(field: string, scopes: readonly string[]): void {
+  /** Throws INVALID_ARGUMENT for a list over `max` entries, or for the first scope that is not in the catalog. */
+  checkKnown(field: string, scopes: readonly string[], max: number): void {
+    if (scopes.length > max) throw invalidArgument(field, `${scopes.length} entries`, `at most ${max} entries are allowed`);
     for (let i = 0; i < scopes.length; i++) {
       const scope = scopes[i] as string;
       if (!this.rank.has(scope)) {

@@ -3,7 +3,7 @@ import type { Environment } from '../keys/KeyFormat';
 import type { KeyRecord } from '../keys/KeyRecord';
 import { type KeyState, keyStateOf } from '../keys/VerifiableKey';
 import { LookupBatcher } from './LookupBatcher';
-import { query } from './db';
+import { query, querySettled } from './db';
 
 /** What CreateKey stores: everything but the secret, which only its hash stands for. */
 export interface NewKey {
@@ -31,8 +31,10 @@ export type ChangeOutcome = KeyChange | 'not_found' | 'revoked';
 
 export interface KeyPage {
   readonly records: KeyRecord[];
-  /** seq of the last record, when more may follow. */
-  readonly lastSeq: string | undefined;
+  /** The position of each record, for a page token. */
+  readonly seqs: string[];
+  /** Whether more keys follow the page. */
+  readonly more: boolean;
 }
 
 interface KeyRow {
@@ -70,14 +72,17 @@ export class KeyStore {
   private readonly verifyReads: LookupBatcher<KeyState>;
 
   constructor(
+    /** Admin reads and changes. */
     private readonly pool: pg.Pool,
+    /** Verify lookups only, one query per connection at most (see LookupBatcher). */
+    private readonly verifyPool: pg.Pool,
     private readonly timeouts: { readonly verifyMs: number; readonly queryMs: number },
-    /** Verify lookups in flight at once; keep some of the pool for admin calls and usage writes. */
-    verifyConcurrency: number,
+    /** Connections of `verifyPool`. */
+    verifyConnections: number,
   ) {
-    this.verifyReads = new LookupBatcher((hashes) => this.fetchForVerify(hashes), {
+    this.verifyReads = new LookupBatcher((hashes, timeoutMs) => this.fetchForVerify(hashes, timeoutMs), {
       maxBatch: 500,
-      maxInFlight: verifyConcurrency,
+      maxInFlight: verifyConnections,
       timeoutMs: timeouts.verifyMs,
     });
   }
@@ -113,7 +118,7 @@ export class KeyStore {
     );
     const more = rows.length > limit;
     const page = more ? rows.slice(0, limit) : rows;
-    return { records: page.map(toRecord), lastSeq: more ? page[page.length - 1]?.seq : undefined };
+    return { records: page.map(toRecord), seqs: page.map((row) => row.seq), more };
   }
 
   updateScopes(accountId: string, keyId: string, scopes: readonly string[]): Promise<ChangeOutcome> {
@@ -144,12 +149,12 @@ export class KeyStore {
     return this.verifyReads.find(secretHash);
   }
 
-  private async fetchForVerify(hashes: string[]): Promise<Map<string, KeyState>> {
-    const rows = await query<KeyRow>(
-      this.pool,
+  private async fetchForVerify(hashes: string[], timeoutMs: number): Promise<Map<string, KeyState>> {
+    const rows = await querySettled<KeyRow>(
+      this.verifyPool,
       `select ${KEY_COLUMNS} from keyward.api_keys k where k.secret_hash = any($1::bytea[])`,
       [hashes.map((hash) => Buffer.from(hash, 'hex'))],
-      this.timeouts.verifyMs,
+      timeoutMs,
     );
     return new Map(rows.map((row) => [row.secret_hash.toString('hex'), keyStateOf(toRecord(row))]));
   }

@@ -4,20 +4,61 @@ import type { Config } from '../config';
 import { KeywardError, coerceError } from '../errors';
 import { isStoreUnavailable } from './sqlState';
 
-/** The one Postgres pool of an instance. An idle connection dying is logged, never fatal. */
-export function createPool(config: Config, logger: Logger): pg.Pool {
+/**
+ * How an instance's KEYWARD_DB_POOL_MAX connections are shared: Verify
+ * lookups get all but two (at least one) in a pool of their own, so that a
+ * slow PostgreSQL holding every Verify query can never take the connections
+ * admin calls and usage writes rely on; those get the rest (at least one).
+ */
+export function poolSizes(poolMax: number): { verify: number; main: number } {
+  const verify = Math.max(1, poolMax - 2);
+  return { verify, main: Math.max(1, poolMax - verify) };
+}
+
+/**
+ * A Postgres pool of an instance: `main` for admin calls, usage writes and
+ * migrations; `verify` for Verify's lookups, whose statements PostgreSQL
+ * itself cancels after KEYWARD_DB_VERIFY_TIMEOUT_MS (statement_timeout), so
+ * that a lookup that ran out of time frees its connection. An idle
+ * connection dying is logged, never fatal.
+ */
+export function createPool(config: Config, logger: Logger, role: 'main' | 'verify' = 'main'): pg.Pool {
+  const timeoutMs = role === 'verify' ? config.db.verifyTimeoutMs : config.db.queryTimeoutMs;
   const pool = new pg.Pool({
     connectionString: config.databaseUrl,
-    max: config.db.poolMax,
-    connectionTimeoutMillis: config.db.queryTimeoutMs,
+    max: poolSizes(config.db.poolMax)[role],
+    connectionTimeoutMillis: timeoutMs,
     idleTimeoutMillis: 30_000,
-    query_timeout: config.db.queryTimeoutMs,
-    statement_timeout: config.db.queryTimeoutMs,
+    query_timeout: timeoutMs,
+    statement_timeout: timeoutMs,
     keepAlive: true,
-    application_name: 'keyward',
+    application_name: role === 'verify' ? 'keyward-verify' : 'keyward',
   });
-  pool.on('error', (error) => logger.warn({ err: error }, 'idle postgres connection failed'));
+  pool.on('error', (error) => logger.warn({ err: error, pool: role }, 'idle postgres connection failed'));
   return pool;
+}
+
+/**
+ * Runs one statement on `pool` and settles only when the driver is done
+ * with its connection: at the answer, or at `timeoutMs` after it was sent
+ * (the driver then closes the connection; the pool's statement_timeout has
+ * PostgreSQL cancel the statement). Unlike `query`, it never settles early,
+ * so a caller that counts statements in flight counts connections in use.
+ */
+export async function querySettled<Row extends pg.QueryResultRow>(
+  pool: pg.Pool,
+  text: string,
+  values: readonly unknown[],
+  timeoutMs: number,
+): Promise<Row[]> {
+  try {
+    const result = await pool.query<Row>({ text, values: values as unknown[], query_timeout: timeoutMs } as pg.QueryConfig);
+    return result.rows;
+  } catch (thrown) {
+    const error = coerceError(thrown);
+    if (isStoreUnavailable(error)) throw new KeywardError('UNAVAILABLE', 'the key store (PostgreSQL) is unavailable; try again', { cause: error });
+    throw error;
+  }
 }
 
 /**

@@ -1,6 +1,9 @@
 import { LRUCache } from 'lru-cache';
 import type { KeyLookup } from '../cache/KeyLookup';
 import { Environment as ProtoEnvironment, type VerifyRequest, type VerifyResponse } from '../gen/keyward/v1/keyward';
+import { invalidArgument } from '../errors';
+import { canonicalClientIp } from '../keys/clientIp';
+import { LIMITS } from '../keys/fields';
 import { type KeyFormat, hashSecret } from '../keys/KeyFormat';
 import type { ScopeCatalog } from '../keys/scopes';
 import type { VerifiableKey } from '../keys/VerifiableKey';
@@ -9,6 +12,7 @@ import { preEncoded } from './preEncoded';
 
 /** Told of every Verify that identified a stored key, whatever its verdict (usage counting). */
 export interface UseRecorder {
+  /** `clientIp` is canonical (src/keys/clientIp.ts) or '': never the caller's own string. */
   recordUse(key: VerifiableKey, clientIp: string, nowMs: number, verdict: Verdict): void;
 }
 
@@ -61,7 +65,10 @@ export class Verifier {
    * Postgres cannot be reached; every refusal is an answer, not an error.
    */
   verify(request: VerifyRequest): VerifyResponse | Promise<VerifyResponse> {
-    this.catalog.checkKnown('required_scopes', request.requiredScopes);
+    this.catalog.checkKnown('required_scopes', request.requiredScopes, LIMITS.requiredScopes);
+    if (request.clientIp.length > LIMITS.clientIpLength) {
+      throw invalidArgument('client_ip', `${request.clientIp.length} characters`, `must be an IP address of at most ${LIMITS.clientIpLength} characters`);
+    }
     const raw = request.key;
     if (raw.length === 0) {
       this.observe(MISSING_KEY);
@@ -82,9 +89,10 @@ export class Verifier {
       return INVALID_KEY_RESPONSE;
     }
     const now = Date.now();
-    const verdict = decideVerdict(key, request.clientIp, request.requiredScopes, now);
+    const clientIp = canonicalClientIp(request.clientIp);
+    const verdict = decideVerdict(key, clientIp, request.requiredScopes, now);
     this.observe(verdict);
-    this.uses?.recordUse(key, request.clientIp, now, verdict);
+    this.uses?.recordUse(key, clientIp, now, verdict);
     if (verdict === OK) {
       let answer = this.okAnswers.get(key);
       if (answer === undefined) this.okAnswers.set(key, (answer = preEncoded(respond(key, verdict))));

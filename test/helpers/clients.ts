@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { type Client, Metadata, type ServiceError, credentials, type status } from '@grpc/grpc-js';
+import { type ChannelCredentials, type Client, Metadata, type ServiceError, credentials, type status } from '@grpc/grpc-js';
 import {
   CreateKeyRequest,
   type CreateKeyResponse,
@@ -52,8 +52,10 @@ export class AdminClient {
     address: string,
     /** null sends no authorization metadata. */
     private readonly token: string | null = ADMIN_TOKEN,
+    /** Plaintext unless a test of TLS says otherwise. */
+    channelCredentials: ChannelCredentials = credentials.createInsecure(),
   ) {
-    this.raw = new KeyAdminServiceClient(address, credentials.createInsecure());
+    this.raw = new KeyAdminServiceClient(address, channelCredentials);
   }
 
   async createKey(request: Partial<CreateKeyRequest>): Promise<CreateKeyResponse> {
@@ -99,8 +101,10 @@ export class VerifierClient {
   constructor(
     address: string,
     private readonly token?: string,
+    /** Plaintext unless a test of TLS says otherwise. */
+    channelCredentials: ChannelCredentials = credentials.createInsecure(),
   ) {
-    this.raw = new KeyVerifierServiceClient(address, credentials.createInsecure());
+    this.raw = new KeyVerifierServiceClient(address, channelCredentials);
   }
 
   verify(request: Partial<VerifyRequest>): Promise<VerifyResponse> {
