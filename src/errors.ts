@@ -26,6 +26,12 @@ export class KeywardError extends Error {
 const MAX_ECHOED_LENGTH = 80;
 /** What could be a key (a prefix like `fsm_live_` and at least 43 base62 characters): shown by its prefix and four characters only. */
 const SECRET_LIKE = /([a-z][a-z0-9]*_(?:[a-z0-9]+_)?)([0-9A-Za-z]{4})[0-9A-Za-z]{39,}/g;
+/**
+ * How much of a value the mask reads: bounded, so that masking a huge value
+ * costs nothing (the pattern backtracks), and long enough that a key starting
+ * within the echoed part is read whole.
+ */
+const MASKED_LENGTH = MAX_ECHOED_LENGTH + 2 * 64;
 
 /**
  * Quotes a caller's value for an error message: cut to a readable length,
@@ -34,8 +40,9 @@ const SECRET_LIKE = /([a-z][a-z0-9]*_(?:[a-z0-9]+_)?)([0-9A-Za-z]{4})[0-9A-Za-z]
  * and control characters escaped (JSON).
  */
 export function quote(value: unknown): string {
-  const text = (typeof value === 'string' ? value : String(value)).replace(SECRET_LIKE, '$1$2…');
-  const cut = text.length > MAX_ECHOED_LENGTH ? `${text.slice(0, MAX_ECHOED_LENGTH)}…` : text;
+  const text = typeof value === 'string' ? value : String(value);
+  const masked = text.slice(0, MASKED_LENGTH).replace(SECRET_LIKE, '$1$2…');
+  const cut = masked.length > MAX_ECHOED_LENGTH || text.length > MASKED_LENGTH ? `${masked.slice(0, MAX_ECHOED_LENGTH)}…` : masked;
   return JSON.stringify(cut);
 }
 
