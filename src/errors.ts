@@ -24,13 +24,16 @@ export class KeywardError extends Error {
 }
 
 const MAX_ECHOED_LENGTH = 80;
-/** What could be a key (a prefix like `fsm_live_` and at least 43 base62 characters): shown by its prefix and four characters only. */
-const SECRET_LIKE = /([a-z][a-z0-9]*_(?:[a-z0-9]+_)?)([0-9A-Za-z]{4})[0-9A-Za-z]{39,}/g;
 /**
- * How much of a value the mask reads: bounded, so that masking a huge value
- * costs nothing (the pattern backtracks), and long enough that a key starting
- * within the echoed part is read whole.
+ * What could be a key's body (its 49 base62 characters, with or without
+ * the prefix, in any case): a run of at least 40 letters and digits that
+ * mixes lower case with digits or capitals. Shown by its first four
+ * characters only. A run of one kind (`nnnn…`, a long lower-case name) is
+ * echoed as it is.
  */
+const LONG_RUN = /[0-9A-Za-z]{40,}/g;
+const maskRun = (run: string): string => (/[a-z]/.test(run) && /[0-9A-Z]/.test(run) ? `${run.slice(0, 4)}…` : run);
+/** How much of a value the mask reads: bounded, and long enough that a key starting within the echoed part is read whole. */
 const MASKED_LENGTH = MAX_ECHOED_LENGTH + 2 * 64;
 
 /**
@@ -41,7 +44,7 @@ const MASKED_LENGTH = MAX_ECHOED_LENGTH + 2 * 64;
  */
 export function quote(value: unknown): string {
   const text = typeof value === 'string' ? value : String(value);
-  const masked = text.slice(0, MASKED_LENGTH).replace(SECRET_LIKE, '$1$2…');
+  const masked = text.slice(0, MASKED_LENGTH).replace(LONG_RUN, maskRun);
   const cut = masked.length > MAX_ECHOED_LENGTH || text.length > MASKED_LENGTH ? `${masked.slice(0, MAX_ECHOED_LENGTH)}…` : masked;
   return JSON.stringify(cut);
 }

@@ -1,5 +1,6 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { KeyAdminServiceService, KeyVerifierServiceService, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
+import { CreateKeyRequest, KeyAdminServiceService, KeyVerifierServiceService, VerifyStreamResponse } from '../gen/keyward/v1/keyward';
+import { exactTimestampField } from './exactTimestamp';
 import { encodeVerifyResponse } from '../verify/preEncoded';
 import { withTolerantDecoding } from './malformedRequest';
 
@@ -32,5 +33,21 @@ export const VerifierServiceDefinition = withTolerantDecoding({
   verifyStream: { ...KeyVerifierServiceService.verifyStream, responseSerialize: serializeVerifyStreamResponse },
 } as const satisfies typeof KeyVerifierServiceService);
 
-/** The generated KeyAdminService definition, requests that do not decode handed to the handlers as MalformedRequest. */
-export const AdminServiceDefinition = withTolerantDecoding(KeyAdminServiceService);
+/** CreateKeyRequest.expires_at (field 6): read exactly, and invalid when out of Timestamp's range. */
+const EXPIRES_AT_FIELD = 6;
+
+function decodeCreateKeyRequest(bytes: Buffer): CreateKeyRequest {
+  const request = CreateKeyRequest.decode(bytes);
+  if (request.expiresAt !== undefined) request.expiresAt = exactTimestampField(bytes, EXPIRES_AT_FIELD);
+  return request;
+}
+
+/**
+ * The generated KeyAdminService definition, with CreateKey's expires_at read
+ * exactly, and requests that do not decode handed to the handlers as
+ * MalformedRequest.
+ */
+export const AdminServiceDefinition = withTolerantDecoding({
+  ...KeyAdminServiceService,
+  createKey: { ...KeyAdminServiceService.createKey, requestDeserialize: decodeCreateKeyRequest },
+} as const satisfies typeof KeyAdminServiceService);

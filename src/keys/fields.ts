@@ -54,7 +54,9 @@ export function checkName(value: string): string {
 
 export function checkExpiresAt(value: Date | undefined, nowMs: number): Date | null {
   if (value === undefined) return null;
-  if (Number.isNaN(value.getTime())) throw invalidArgument('expires_at', 'out of range', 'is not a valid time');
+  if (Number.isNaN(value.getTime())) {
+    throw invalidArgument('expires_at', 'out of range', 'is not a valid google.protobuf.Timestamp (seconds within the years 1 to 9999, nanos 0 to 999999999)');
+  }
   if (value.getTime() <= nowMs) throw invalidArgument('expires_at', value.toISOString(), 'must be in the future');
   if (value.getTime() >= LIMITS.expiresAtBeforeMs) throw invalidArgument('expires_at', value.toISOString(), 'must be before the year 10000');
   return value;

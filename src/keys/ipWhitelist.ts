@@ -26,7 +26,7 @@ export function normaliseWhitelist(field: string, entries: readonly string[]): s
 
 function normaliseEntry(field: string, raw: string): string {
   const text = raw.trim();
-  if (text.length === 0 || text.length > MAX_ENTRY_LENGTH) {
+  if (text.length === 0 || raw.length > MAX_ENTRY_LENGTH) {
     throw invalidArgument(field, raw, `must be an IP address or CIDR range of 1 to ${MAX_ENTRY_LENGTH} characters`);
   }
   const isRange = text.includes('/');
@@ -34,6 +34,9 @@ function normaliseEntry(field: string, raw: string): string {
     throw invalidArgument(field, raw, 'not an IP address or CIDR range (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)');
   }
   let [address, bits]: [Address, number] = isRange ? ipaddr.parseCIDR(text) : [ipaddr.parse(text), -1];
+  const compatible = ipv4Compatible(isRange ? text.slice(0, text.indexOf('/')) : text);
+  if (compatible === null) throw invalidArgument(field, raw, 'not an IP address or CIDR range (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)');
+  if (compatible !== undefined) address = compatible;
   if (address.kind() === 'ipv4' && !(isRange ? ipaddr.IPv4.isValidCIDRFourPartDecimal(text) : ipaddr.IPv4.isValidFourPartDecimal(text))) {
     throw invalidArgument(field, raw, 'IPv4 addresses must be written as four decimal parts, e.g. 203.0.113.7');
   }
@@ -45,6 +48,25 @@ function normaliseEntry(field: string, raw: string): string {
   }
   const network = maskAddress(address, bits);
   return bits === (network.kind() === 'ipv4' ? 32 : 128) ? network.toString() : `${network.toString()}/${bits}`;
+}
+
+/** `::a.b.c.d`, the deprecated IPv4-compatible IPv6 form (RFC 4291 2.5.5.1). */
+const IPV4_COMPATIBLE = /^::(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})$/;
+
+/**
+ * ipaddr.js reads the IPv4-compatible `::a.b.c.d` as IPv4-mapped
+ * `::ffff:a.b.c.d`; RFC 4291 makes it the IPv6 address `::a.b:c.d` (e.g.
+ * `::1.2.3.4` is `::102:304`, not 1.2.3.4). This returns that address for
+ * the form, null for the form with an IPv4 part that is not four plain
+ * decimal parts, and undefined for anything else.
+ */
+export function ipv4Compatible(text: string): ipaddr.IPv6 | null | undefined {
+  const match = IPV4_COMPATIBLE.exec(text);
+  if (match === null) return undefined;
+  const quad = match[1] as string;
+  if (!ipaddr.IPv4.isValidFourPartDecimal(quad)) return null;
+  const [a, b, c, d] = ipaddr.IPv4.parse(quad).octets as [number, number, number, number];
+  return new ipaddr.IPv6([0, 0, 0, 0, 0, 0, (a << 8) | b, (c << 8) | d]);
 }
 
 function maskAddress(address: Address, bits: number): Address {
@@ -136,7 +158,9 @@ export function parseDottedQuad(text: string): number {
 
 /** A client address as ipaddr.js reads it, IPv4-mapped IPv6 turned into IPv4; undefined when unparseable. */
 function parseClientIp(clientIp: string): Address | undefined {
-  if (clientIp.length === 0 || clientIp.length > MAX_ENTRY_LENGTH || !ipaddr.isValid(clientIp)) return undefined;
+  if (clientIp.length === 0 || clientIp.length > MAX_ENTRY_LENGTH || !ipaddr.isValid(clientIp) || clientIp.includes('%')) return undefined;
+  const compatible = ipv4Compatible(clientIp);
+  if (compatible !== undefined) return compatible ?? undefined;
   const address = ipaddr.process(clientIp);
   if (address instanceof ipaddr.IPv4 && !clientIp.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(clientIp)) return undefined;
   return address;
