@@ -81,6 +81,7 @@ import {
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 const MiB = 1 << 20;
 const ADMIN_PATH = '/keyward.v1.KeyAdminService/';
@@ -118,6 +119,8 @@ async function startServer(): Promise<ServerProcess> {
     KEYWARD_REDIS_PREFIX: `t-${randomUUID()}:`,
     KEYWARD_METRICS_ADDR: '127.0.0.1:0',
     KEYWARD_USAGE_FLUSH_MS: '50',
+    // This file tests what input gets, not time limits: a lookup on a loaded machine must not turn UNAVAILABLE.
+    KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000',
   });
   await waitForMetric(server.metricsPort as number, (metrics) => metrics.get('keyward_cache_trusted') === 1, 20_000);
   return server;
@@ -138,13 +141,16 @@ const statusName = (code: status): string => status[code] ?? String(code);
 const codeName = (code: VerifyCode): string => verifyCodeToJSON(code);
 
 /** GetKey until request_count reaches `count` (the usage flush runs every 50 ms); the last key read. */
-async function waitForUses(admin: AdminClient, accountId: string, keyId: string, count: bigint, attempts = 60): Promise<ApiKey | undefined> {
+async function waitForUses(admin: AdminClient, accountId: string, keyId: string, count: bigint, timeoutMs = 1_500): Promise<ApiKey | undefined> {
   let key: ApiKey | undefined;
-  for (let i = 0; i < attempts; i++) {
-    key = (await admin.getKey({ accountId, keyId })).key;
-    if ((key?.requestCount ?? 0n) >= count) return key;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  await waitUntil(
+    `request_count ${count}`,
+    async () => {
+      key = (await admin.getKey({ accountId, keyId })).key;
+      return (key?.requestCount ?? 0n) >= count;
+    },
+    { timeoutMs, intervalMs: 25 },
+  ).catch(() => undefined);
   return key;
 }
 
@@ -586,6 +592,7 @@ class Harness {
       const { nextPageToken } = await this.admin.listKeys({ accountId, includeRevoked, pageSize: 1 });
       issuedTokens.set(nextPageToken, { accountId, includeRevoked });
     }
+    // Time itself is the condition here: the key must be past its expires_at.
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt.getTime() + 50 - Date.now())));
   }
 
@@ -1010,8 +1017,8 @@ function resolveTimestamp(spec: TimestampSpec): { seconds: bigint; nanos: number
 /** KEYWARD_PROPERTY_ONLY=<parts of test names, separated by |> runs only the matching tests of this file (the set-ups still run). */
 const only = (process.env.KEYWARD_PROPERTY_ONLY ?? '').split('|').filter((part) => part !== '');
 const test = (title: string, body: () => Promise<void>): void => {
-  if (only.length > 0 && !only.some((part) => title.includes(part))) it.skip(title, body);
-  else it(title, body);
+  // Tests left out by KEYWARD_PROPERTY_ONLY are not registered at all (a replay aid, never set in npm test).
+  if (only.length === 0 || only.some((part) => title.includes(part))) it(title, body);
 };
 
 /** Accounts for admin requests: the home account (most keys), another, a fresh one, hostile text, near misses of home. */
@@ -1074,7 +1081,7 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
         if (answer.code !== status.OK || answer.response?.code !== VerifyCode.VERIFY_CODE_OK) {
           throw new Error(`Verify from ${summarize(seen)} of a key without whitelist: ${statusName(answer.code)} ${summarize(answer.details)} ${answer.response ? codeName(answer.response.code) : ''}`);
         }
-        const stored = await waitForUses(h.admin, key.accountId, key.id, before + 1n, 80);
+        const stored = await waitForUses(h.admin, key.accountId, key.id, before + 1n, 2_000);
         if ((stored?.requestCount ?? 0n) < before + 1n) {
           throw new Error(`after a Verify from ${summarize(seen)}, request_count stayed ${stored?.requestCount} (expected ${before + 1n}): usage writes stopped`);
         }
@@ -1303,7 +1310,7 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
         const answer = await verifier.verify({ key: secret, clientIp: CANONICAL_CLIENT_IP, requiredScopes: ['jobs:read'] });
         if (answer.code !== VerifyCode.VERIFY_CODE_OK) problems.push(`Verify ${i}: ${codeName(answer.code)}`);
       }
-      const used = await waitForUses(h.admin, accountId, keyId, BigInt(uses), 100);
+      const used = await waitForUses(h.admin, accountId, keyId, BigInt(uses), 2_500);
       if (used?.requestCount !== BigInt(uses)) problems.push(`request_count ${used?.requestCount} after ${uses} uses`);
       else if (used.lastUsedIp !== CANONICAL_CLIENT_IP) problems.push(`last_used_ip ${summarize(used.lastUsedIp)} after uses from ${CANONICAL_CLIENT_IP}`);
 
@@ -1324,7 +1331,7 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
           continue;
         }
         count++;
-        const after = await waitForUses(h.admin, accountId, keyId, count, 60);
+        const after = await waitForUses(h.admin, accountId, keyId, count, 1_500);
         if ((after?.requestCount ?? 0n) < count) problems.push(`request_count ${after?.requestCount} after a use from ${summarize(ip)} (expected ${count})`);
         else if (after?.lastUsedIp !== expected) problems.push(`client_ip ${summarize(ip)} stored last_used_ip ${summarize(after?.lastUsedIp)}; expected ${summarize(expected)}`);
         count = after?.requestCount ?? count;
@@ -1442,9 +1449,9 @@ describe('hostile input regressions (examples)', () => {
         problems.push(`Verify from "1.2.3.4\\u0000x": ${statusName((error as ServiceError).code)} ${(error as ServiceError).details}; expected VERIFY_CODE_OK`);
       }
       for (let i = 0; i < 10; i++) await verifier.verify({ key: second.secret, clientIp: CANONICAL_CLIENT_IP });
-      const counted = await waitForUses(admin, accountId, second.key?.id as string, 10n, 80);
+      const counted = await waitForUses(admin, accountId, second.key?.id as string, 10n, 2_000);
       if (counted?.requestCount !== 10n) problems.push(`request_count of the other key is ${counted?.requestCount} after 10 uses; expected 10`);
-      const nul = await waitForUses(admin, accountId, first.key?.id as string, 1n, 20);
+      const nul = await waitForUses(admin, accountId, first.key?.id as string, 1n, 500);
       if (nul?.requestCount === 1n && nul.lastUsedIp !== '') problems.push(`last_used_ip ${summarize(nul.lastUsedIp)} for client_ip "1.2.3.4\\u0000x"; expected ""`);
     });
   });
@@ -1468,7 +1475,7 @@ describe('hostile input regressions (examples)', () => {
       const sentinel = await admin.newKey(accountId, { name: 'sentinel' });
       remember(sentinel.secret);
       await verifier.verify({ key: sentinel.secret, clientIp: CANONICAL_CLIENT_IP });
-      const flushed = await waitForUses(admin, accountId, sentinel.key?.id as string, 1n, 80);
+      const flushed = await waitForUses(admin, accountId, sentinel.key?.id as string, 1n, 2_000);
       if (flushed?.requestCount !== 1n) problems.push(`request_count of the sentinel key is ${flushed?.requestCount} after one use`);
       const listed = await grpcOutcome(
         admin.listKeys({ accountId, pageSize: 50 }).then((page) => {
@@ -1484,7 +1491,7 @@ describe('hostile input regressions (examples)', () => {
       const markup = await grpcOutcome(verifier.verify({ key: target.secret, clientIp: MARKUP }));
       if (markup.code !== status.OK) problems.push(`Verify from ${MARKUP}: ${statusName(markup.code)} ${markup.details}; expected an answer (OK)`);
       else {
-        const used = await waitForUses(admin, accountId, target.id, before + 1n, 80);
+        const used = await waitForUses(admin, accountId, target.id, before + 1n, 2_000);
         if ((used?.requestCount ?? 0n) < before + 1n) problems.push(`request_count stayed ${used?.requestCount} after a use from markup`);
         else if (used?.lastUsedIp !== '') problems.push(`GetKey returned last_used_ip ${summarize(used?.lastUsedIp)} for client_ip ${MARKUP}; expected ""`);
       }
@@ -1533,7 +1540,7 @@ describe('hostile input regressions (examples)', () => {
       remember(open.secret);
       remember(listed.secret);
       await verifier.verify({ key: open.secret, clientIp: '::1.2.3.4' });
-      const used = await waitForUses(admin, accountId, open.key?.id as string, 1n, 80);
+      const used = await waitForUses(admin, accountId, open.key?.id as string, 1n, 2_000);
       if (used?.lastUsedIp !== '::102:304') problems.push(`client_ip "::1.2.3.4" stored last_used_ip ${summarize(used?.lastUsedIp)}; expected "::102:304"`);
       const answer = await verifier.verify({ key: listed.secret, clientIp: '::1.2.3.4' });
       if (answer.code !== VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED) problems.push(`client_ip "::1.2.3.4" against a whitelist of 1.2.3.4: ${codeName(answer.code)}; expected VERIFY_CODE_IP_NOT_ALLOWED`);

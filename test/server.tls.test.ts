@@ -12,6 +12,7 @@ import { AdminClient, VerifierClient, assertGrpcError } from './helpers/clients'
 import { ADMIN_TOKEN, newAccountId } from './helpers/env';
 import { assertNoLeaks } from './helpers/leaks';
 import { type LogLine, ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 /** A certificate and its key, as files. */
 interface Issued {
@@ -100,13 +101,14 @@ const refused =
 
 /** Resolves with the matching lines once there are `count` of them. */
 async function waitForCount(server: ServerProcess, match: (line: LogLine) => boolean, count: number, timeoutMs = 10_000): Promise<LogLine[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const lines = server.logLines().filter(match);
-    if (lines.length >= count) return lines;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} matching log lines:\n${server.log}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  return waitUntil(
+    `${count} matching log lines`,
+    () => {
+      const lines = server.logLines().filter(match);
+      return lines.length >= count ? lines : undefined;
+    },
+    { timeoutMs },
+  );
 }
 
 describe('TLS on the gRPC port', () => {

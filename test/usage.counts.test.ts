@@ -12,6 +12,7 @@ import { Fleet } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 interface StoredUsage {
   request_count: string;
@@ -177,10 +178,9 @@ describe('usage counting', () => {
         await proxy.heldAnswerTo('insert into keyward.usage_batches');
         proxy.cut();
         proxy.delayResponses(0);
-        for (let deadline = Date.now() + 15_000; fleetSum(await scrapeAll(), 'keyward_usage_batches_deduplicated_total') < 1; ) {
-          assert.ok(Date.now() < deadline, 'the batch whose answer was lost is sent again');
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
+        await waitUntil('the batch whose answer was lost is sent again', async () => fleetSum(await scrapeAll(), 'keyward_usage_batches_deduplicated_total') >= 1, {
+          intervalMs: 50,
+        });
       });
       const metrics = await scrapeAll();
       assert.ok(fleetSum(metrics, 'keyward_usage_batches_failed_total') > 0, 'the outage made some batch fail');
@@ -207,10 +207,10 @@ describe('usage counting', () => {
       }
       await verifier.verify({ key: secret, clientIp: '198.51.100.7', requiredScopes: ['jobs:write'] });
       let shown = (await admin.getKey({ accountId, keyId: key?.id })).key;
-      for (let i = 0; i < 100 && shown?.requestCount !== 7n; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+      await waitUntil('7 uses written', async () => {
         shown = (await admin.getKey({ accountId, keyId: key?.id })).key;
-      }
+        return shown?.requestCount === 7n;
+      }).catch(() => undefined);
       assert.equal(shown?.requestCount, 7n);
       assert.equal(shown?.refusedCount, 3n);
       assert.equal(shown?.lastUsedIp, '198.51.100.7');

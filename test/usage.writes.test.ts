@@ -10,6 +10,7 @@ import { UsageCounts, UsageRecorder, type UsageOptions } from '../src/usage/Usag
 import { newAccountId, testDatabaseUrl } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { assertNoLeaks } from './helpers/leaks';
+import { waitUntil } from './helpers/waitUntil';
 
 interface StoredUsage {
   request_count: string;
@@ -83,13 +84,6 @@ class UseLog {
   }
 }
 
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** The real store, noting when each write starts. */
 class TimedStore extends UsageStore {
@@ -199,7 +193,7 @@ describe('usage writes', () => {
     recorder.start();
     try {
       for (const [i, keyId] of ids.entries()) uses.use(keyId, `198.51.100.${i}`, T0 + i);
-      await waitUntil(() => counts.flushed >= 1 && recorder.pendingKeys === 0, 'first write');
+      await waitUntil('first write', () => counts.flushed >= 1 && recorder.pendingKeys === 0, { intervalMs: 10 });
 
       proxy.refuse();
       proxy.cut();
@@ -217,7 +211,7 @@ describe('usage writes', () => {
 
       proxy.pass();
       for (const [i, keyId] of ids.entries()) uses.use(keyId, `203.0.113.${i}`, T0 + 1_000_000 + i);
-      await waitUntil(() => recorder.pendingKeys === 0, 'written after the outage');
+      await waitUntil('written after the outage', () => recorder.pendingKeys === 0, { intervalMs: 10 });
       await assertStored(pool, uses.expected);
       assert.equal(counts.rejectedEntries, 0);
       const events = lines.map((line) => (JSON.parse(line) as { event?: string }).event);
@@ -229,9 +223,9 @@ describe('usage writes', () => {
       proxy.refuse();
       proxy.cut();
       uses.use(ids[0] as string, '203.0.113.200', T0 + 2_000_000);
-      await waitUntil(() => counts.failed >= failedNow + 2, 'retried soon after a fresh failure', 2_000);
+      await waitUntil('retried soon after a fresh failure', () => counts.failed >= failedNow + 2, { timeoutMs: 2_000, intervalMs: 10 });
       proxy.pass();
-      await waitUntil(() => recorder.pendingKeys === 0, 'written again');
+      await waitUntil('written again', () => recorder.pendingKeys === 0, { intervalMs: 10 });
       await assertStored(pool, uses.expected);
     } finally {
       await recorder.stop(Date.now() + 5_000);
@@ -251,7 +245,7 @@ describe('usage writes', () => {
     recorder.start();
     try {
       for (const [i, keyId] of ids.entries()) uses.use(keyId, `198.51.100.${i}`, T0 + i);
-      await waitUntil(() => recorder.pendingKeys === 0, 'first write');
+      await waitUntil('first write', () => recorder.pendingKeys === 0, { intervalMs: 10 });
       // The next write commits, its answer is held, then the connection dies.
       proxy.delayResponses(3_000);
       const held = proxy.heldAnswerTo(USAGE_WRITE);
@@ -259,7 +253,7 @@ describe('usage writes', () => {
       await held;
       proxy.cut();
       proxy.delayResponses(0);
-      await waitUntil(() => recorder.pendingKeys === 0, 'retried');
+      await waitUntil('retried', () => recorder.pendingKeys === 0, { intervalMs: 10 });
       assert.equal(counts.deduplicated, 1);
       assert.ok(counts.failed >= 1);
       await assertStored(pool, uses.expected);

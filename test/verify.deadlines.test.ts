@@ -8,6 +8,7 @@ import { newAccountId, testDatabaseUrl } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { assertNoLeaks } from './helpers/leaks';
 import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 /** A Verify with a client deadline: a server that does not keep its own limit shows as DEADLINE_EXCEEDED. */
 function verifyWithin(verifier: VerifierClient, request: Partial<VerifyRequest>, deadlineMs: number): Promise<VerifyResponse> {
@@ -67,12 +68,10 @@ describe('Verify time limits under a slow PostgreSQL', () => {
       assert.deepEqual(new Set(codes), new Set([status.UNAVAILABLE]), 'all 40 lookups (two run at once, the rest queued) answered within the limit');
 
       // While the lock is still held, PostgreSQL has ended every statement of the Verify pool.
-      let running = await verifyStatementsRunning(db, databaseName);
-      for (let i = 0; i < 100 && running > 0; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        running = await verifyStatementsRunning(db, databaseName);
-      }
-      assert.equal(running, 0, 'statements that ran out of time are cancelled in PostgreSQL, not left waiting for the lock');
+      // (Without the Verify pool's statement_timeout they would wait for the lock for the 60 s statement limit.)
+      await waitUntil('statements that ran out of time are cancelled in PostgreSQL, not left waiting for the lock', async () => (await verifyStatementsRunning(db, databaseName)) === 0, {
+        timeoutMs: 10_000,
+      });
       await locker.query('rollback');
       assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK, 'Verify works again once PostgreSQL answers');
     } finally {

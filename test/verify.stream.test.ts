@@ -7,6 +7,7 @@ import { VerifierClient } from './helpers/clients';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics } from './helpers/metrics';
 import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 const MISSING = 'keyward_verify_total{code="VERIFY_CODE_MISSING_KEY"}';
 const HEAP = 'keyward_nodejs_heap_size_used_bytes';
@@ -77,12 +78,17 @@ describe('VerifyStream back-pressure', () => {
 
     // Wait until the server has stopped answering: its count of answers stays put over five scrapes.
     let answered = -1;
-    for (let still = 0, i = 0; still < 5 && i < 400; i++) {
-      const now = (await scrapeMetrics(metricsPort)).get(MISSING) ?? 0;
-      still = now === answered ? still + 1 : 0;
-      answered = now;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    let still = 0;
+    await waitUntil(
+      'the server stops answering the stream that is not read',
+      async () => {
+        const now = (await scrapeMetrics(metricsPort)).get(MISSING) ?? 0;
+        still = now === answered ? still + 1 : 0;
+        answered = now;
+        return still >= 5;
+      },
+      { intervalMs: 50, timeoutMs: 20_000 },
+    );
     const stalled = await scrapeMetrics(metricsPort);
     const answeredWhileUnread = answered - (before.get(MISSING) ?? 0);
     assert.ok(written < total, `the caller cannot write everything: the server stopped reading (${written} of ${total} taken)`);
