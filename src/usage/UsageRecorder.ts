@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { canonicalClientIp } from '../keys/clientIp';
 import type { VerifiableKey } from '../keys/VerifiableKey';
 import type { Verdict } from '../keys/verdict';
 import { classifyWriteFailure, sqlStateOf, type WriteFailure } from '../store/sqlState';
@@ -290,7 +291,8 @@ export class UsageRecorder implements UseRecorder {
       source = taken;
     }
     const uses: KeyUses[] = [];
-    for (const [keyId, use] of source) uses.push({ keyId, count: use.count, refused: use.refused, lastAt: use.lastAt, lastIp: use.lastIp });
+    // The caller's address is made canonical here, once per key and batch, not on every Verify.
+    for (const [keyId, use] of source) uses.push({ keyId, count: use.count, refused: use.refused, lastAt: use.lastAt, lastIp: canonicalClientIp(use.lastIp) });
     return { id: `${this.instanceId}:${++this.sequence}`, uses };
   }
 }

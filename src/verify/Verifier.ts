@@ -2,7 +2,6 @@ import { LRUCache } from 'lru-cache';
 import type { KeyLookup } from '../cache/KeyLookup';
 import { Environment as ProtoEnvironment, type VerifyRequest, type VerifyResponse } from '../gen/keyward/v1/keyward';
 import { invalidArgument } from '../errors';
-import { canonicalClientIp } from '../keys/clientIp';
 import { LIMITS } from '../keys/fields';
 import { type KeyFormat, hashSecret } from '../keys/KeyFormat';
 import type { ScopeCatalog } from '../keys/scopes';
@@ -12,7 +11,11 @@ import { preEncoded } from './preEncoded';
 
 /** Told of every Verify that identified a stored key, whatever its verdict (usage counting). */
 export interface UseRecorder {
-  /** `clientIp` is canonical (src/keys/clientIp.ts) or '': never the caller's own string. */
+  /**
+   * `clientIp` is the caller's string, at most LIMITS.clientIpLength
+   * characters: the recorder keeps only its canonical form
+   * (src/keys/clientIp.ts), made when it writes, not on every call.
+   */
   recordUse(key: VerifiableKey, clientIp: string, nowMs: number, verdict: Verdict): void;
 }
 
@@ -89,10 +92,9 @@ export class Verifier {
       return INVALID_KEY_RESPONSE;
     }
     const now = Date.now();
-    const clientIp = canonicalClientIp(request.clientIp);
-    const verdict = decideVerdict(key, clientIp, request.requiredScopes, now);
+    const verdict = decideVerdict(key, request.clientIp, request.requiredScopes, now);
     this.observe(verdict);
-    this.uses?.recordUse(key, clientIp, now, verdict);
+    this.uses?.recordUse(key, request.clientIp, now, verdict);
     if (verdict === OK) {
       let answer = this.okAnswers.get(key);
       if (answer === undefined) this.okAnswers.set(key, (answer = preEncoded(respond(key, verdict))));
