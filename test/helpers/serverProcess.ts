@@ -68,6 +68,9 @@ export class ServerProcess {
       KEYWARD_ADDR: '127.0.0.1:0',
       KEYWARD_LOG_LEVEL: 'info',
       KEYWARD_SHUTDOWN_TIMEOUT_MS: '5000',
+      // Test files run three at a time on two shared cores, where a PostgreSQL lookup can take over the default
+      // second; tests of the limit itself set their own.
+      KEYWARD_DB_VERIFY_TIMEOUT_MS: '5000',
     };
     for (const [name, value] of Object.entries(env)) {
       if (value === undefined) delete fullEnv[name];
