@@ -16,6 +16,7 @@ import { RedisNames, RedisTier } from './cache/RedisTier';
 import { TierCounts, TieredLookup } from './cache/TieredLookup';
 import { closeRedis, createRedisClients } from './cache/redisClients';
 import { FillGuard } from './cache/FillGuard';
+import { EntrySeal } from './cache/EntrySeal';
 import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
 import { createTokenCheck } from './grpc/auth';
@@ -28,6 +29,7 @@ import { Metrics } from './metrics/Metrics';
 import { startMetricsServer } from './metrics/metricsServer';
 import { packageRoot } from './packageRoot';
 import { InvalidationOutbox } from './store/InvalidationOutbox';
+import { REDIS_MAC_SECRET, readInstanceSecret } from './store/instanceSecrets';
 import { KeyStore } from './store/KeyStore';
 import { UsageStore } from './store/UsageStore';
 import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
@@ -104,8 +106,10 @@ export function createApp(config: Config, logger: Logger): App {
       pruneTimer = setInterval(prune, 60_000);
       pruneTimer.unref();
     } else {
+      // Read before serving: every Redis entry is sealed and checked with it (README, "Caching and revocation").
+      const seal = new EntrySeal(await readInstanceSecret(poolRunner(pool), REDIS_MAC_SECRET, config.db.queryTimeoutMs));
       outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
-      ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics));
+      ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics, seal));
       listener = propagator;
     }
     const admin = new KeyAdmin(store, format, catalog, listener);
@@ -193,10 +197,12 @@ function createCaches(
   trustOutbox: InvalidationOutbox,
   tiers: TierCounts,
   metrics: Metrics,
+  /** Authenticates the Redis entries (key from keyward.instance_secrets). */
+  seal: EntrySeal,
 ): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
   const { cache, db } = config;
   const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, Math.max(1_000, 2 * cache.leaseMs), logger);
-  const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs });
+  const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
   const local = cache.localEnabled
     ? new LocalCache({
         maxEntries: cache.maxEntries,
@@ -215,7 +221,6 @@ function createCaches(
     {
       leaseMs: cache.leaseMs,
       relayAfterMs: cache.ackTimeoutMs,
-      outboxWindowMs: Math.max(30_000, 2 * db.queryTimeoutMs + 10_000),
       retentionMs: outboxRetentionMs(config),
     },
     cacheCounts,

@@ -9,6 +9,7 @@ import { FaultProxy } from './helpers/FaultProxy';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
+import { entryPayload } from './helpers/redisEntries';
 import { PrivateRedis } from './helpers/PrivateRedis';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
@@ -63,7 +64,7 @@ describe('cache coherence under faults', () => {
         proxy.delayResponses(0);
         await new Promise((resolve) => setTimeout(resolve, 50));
         const [, data] = await control.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
-        assert.notEqual((JSON.parse(data as string) as { revokedAt: unknown }).revokedAt, null, 'Redis kept the revoked record');
+        assert.notEqual((JSON.parse(entryPayload(data as string)) as { revokedAt: unknown }).revokedAt, null, 'Redis kept the revoked record');
         await assertEverywhere([slow, c, a], secret, REVOKED, `cycle ${cycle}`);
       }
       assert.ok(raced >= 5, `only ${raced} of 10 cycles raced the revoke`);
@@ -255,7 +256,7 @@ describe('cache coherence under faults', () => {
           probe.disconnect();
         }
       })();
-      assert.equal((JSON.parse(data as string) as { revokedAt: unknown }).revokedAt, null, 'the snapshot holds the key active');
+      assert.equal((JSON.parse(entryPayload(data as string)) as { revokedAt: unknown }).revokedAt, null, 'the snapshot holds the key active');
       await fleet.waitTrusted();
       await assertEverywhere(fleet.instances, secret, REVOKED, 'after Redis rolled back');
       late = await Fleet.startEach([{ REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: fleet.redisPrefix }]);

@@ -7,6 +7,7 @@ import { newAccountId, testRedisUrl } from './helpers/env';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics } from './helpers/metrics';
+import { entryPayload } from './helpers/redisEntries';
 
 const CYCLES = 200;
 const OK = VerifyCode.VERIFY_CODE_OK;
@@ -113,8 +114,9 @@ describe('three instances on one Postgres and Redis', () => {
         assert.equal((await instance.verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_REVOKED);
       }
       const [version, data] = await redis.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
-      if (data !== null && data !== '') {
-        const state = JSON.parse(data as string) as { revokedAt: number | null; version: number };
+      const payload = data == null ? '' : entryPayload(data);
+      if (payload !== '') {
+        const state = JSON.parse(payload) as { revokedAt: number | null; version: number };
         assert.notEqual(state.revokedAt, null, `Redis holds an active copy (version ${version})`);
       }
     }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { KeywardError } from '../errors';
-import type { Invalidation, InvalidationOutbox } from '../store/InvalidationOutbox';
+import { type Invalidation, type InvalidationOutbox, type OutboxRead, parseSnapshot } from '../store/InvalidationOutbox';
 import { isConnectionFailure } from '../store/sqlState';
 import type { BusHandlers, InvalidationBus } from './InvalidationBus';
 import type { RedisTier } from './RedisTier';
@@ -11,8 +11,6 @@ export interface CacheTrustOptions {
   readonly leaseMs: number;
   /** Outbox rows older than this that the changing instance did not mark delivered are relayed to Redis. */
   readonly relayAfterMs: number;
-  /** How far back each outbox read looks (rows can commit out of seq order). */
-  readonly outboxWindowMs: number;
   /** Outbox rows older than this no longer matter: every Redis entry they concern has expired. */
   readonly retentionMs: number;
 }
@@ -21,9 +19,27 @@ export class CacheCounts {
   relayed = 0;
   recoveries = 0;
   trustLost = 0;
+  /** Outbox reads completed (with their relay), their rows, and the longest one in ms. */
+  polls = 0;
+  polledRows = 0;
+  pollMaxMs = 0;
+  /** Times the caches went untrusted because no outbox read had completed within the lease. */
+  outboxLapses = 0;
 }
 
 const REPAIR_BATCH = 1_000;
+/**
+ * Tombstones sent to Redis together: a bulk change is written in chunks, never
+ * thousands of scripts at once. Small enough that a chunk is answered well
+ * within KEYWARD_REDIS_TIMEOUT_MS, and that the Verify reads and membership
+ * renewals sharing the connection never queue behind much.
+ */
+const TOMBSTONE_CHUNK = 100;
+/**
+ * Tombstones one outbox read writes at most (the rest on the next reads), so
+ * that a read, relay included, stays well within the lease.
+ */
+const RELAY_PER_READ = 500;
 
 /** A store error caused by Postgres being unreachable (Redis errors never are). */
 const postgresUnreachable = (error: unknown): boolean => error instanceof KeywardError && isConnectionFailure(error.cause);
@@ -36,7 +52,10 @@ const PRUNE_EVERY_MS = 60_000;
  * 1. the invalidation subscription is proven live and membership renewed
  *    within the lease (InvalidationBus.liveUntil);
  * 2. the invalidation outbox was read within the lease, on a connection of
- *    its own, and the overdue rows it showed were written into Redis; or
+ *    its own (each read returns the changes committed since the previous
+ *    one, however old), and the overdue rows it showed were written into
+ *    Redis (up to RELAY_PER_READ and a quarter lease; the rest on the next
+ *    reads); or
  *    Postgres cannot be reached at all (then no change can be committed for
  *    this instance to miss, short of a second, simultaneous fault). A slow
  *    Postgres does not count as down: it still commits changes;
@@ -61,8 +80,9 @@ export class CacheTrust implements TrustGate, BusHandlers {
   private pgDown = false;
   /** Trust was regained while Postgres was down: Redis is repaired from the outbox once it answers. */
   private repairPending = false;
-  private since: Date | undefined;
-  private readonly seen = new Map<string, number>();
+  /** The snapshot of the last outbox read: the next one reads the transactions it did not see. */
+  private snapshot: string | undefined;
+  private outboxLapsed = false;
   private timer: NodeJS.Timeout | undefined;
   private lastPrune = 0;
 
@@ -113,6 +133,12 @@ export class CacheTrust implements TrustGate, BusHandlers {
     }
     const outboxUntil = this.pgDown ? Number.POSITIVE_INFINITY : this.polledAt + this.options.leaseMs;
     this.until = Math.min(this.bus.liveUntil, outboxUntil);
+    const lapsed = Number.isFinite(this.polledAt) && performance.now() >= outboxUntil;
+    if (lapsed && !this.outboxLapsed) {
+      this.counts.outboxLapses++;
+      this.logger.warn({ event: 'outbox-lapsed' }, 'no outbox read completed within the lease: caches bypassed until one does');
+    }
+    this.outboxLapsed = lapsed;
   }
 
   private tick(): void {
@@ -185,15 +211,18 @@ export class CacheTrust implements TrustGate, BusHandlers {
     }
   }
 
-  /** Reads the outbox: drops every change not seen yet, relays overdue ones to Redis. */
+  /**
+   * Reads the outbox: drops every change committed since the previous read
+   * (whatever its age), relays overdue undelivered ones to Redis.
+   */
   private async poll(): Promise<void> {
     if (this.polling) return;
     this.polling = true;
     const sent = performance.now();
     try {
-      let read: Awaited<ReturnType<InvalidationOutbox['recent']>>;
+      let read: OutboxRead;
       try {
-        read = await this.outbox.recent(this.since, this.options.outboxWindowMs, this.options.relayAfterMs, this.statementTimeoutMs);
+        read = await this.outbox.read(this.snapshot, this.options.retentionMs, this.options.relayAfterMs, RELAY_PER_READ, this.statementTimeoutMs);
       } catch (error) {
         // Only a Postgres that cannot be reached at all keeps the caches trusted;
         // a slow one lets the outbox proof lapse (a slow Postgres still commits).
@@ -201,23 +230,37 @@ export class CacheTrust implements TrustGate, BusHandlers {
         if (!this.pgDown) this.logger.debug({ err: error }, 'reading the invalidation outbox failed');
         return;
       }
-      for (const row of read.rows) {
-        if (this.seen.has(row.seq)) continue;
-        this.seen.set(row.seq, sent);
-        this.control?.invalidate(row.hash, row.version);
+      if (this.snapshot !== undefined && BigInt(parseSnapshot(read.snapshot).xmax) < BigInt(parseSnapshot(this.snapshot).xmax)) {
+        // Transaction ids went back (a restore, or a failover to a replica that
+        // had not seen the last transactions): ids the previous snapshot counted
+        // as seen are being reused. Read everything retained next time; no proof.
+        this.logger.warn({ event: 'outbox-snapshot-reset', previous: this.snapshot, now: read.snapshot }, 'transaction ids went back: rereading the outbox');
+        this.snapshot = undefined;
+        return;
       }
+      const readMs = performance.now() - sent;
+      for (const row of read.fresh) this.control?.invalidate(row.hash, row.version);
+      // Applied here: the next read starts after this one even if the relay
+      // below fails (what it had to relay stays undelivered, so overdue reads find it).
+      this.snapshot = read.snapshot;
       this.pgDown = false;
       if (this.repairPending) {
         await this.repairRedis();
         this.repairPending = false;
       }
-      await this.relay(read.rows.filter((row) => !row.delivered && row.overdue));
-      for (const [seq, at] of this.seen) {
-        if (sent - at < 2 * this.options.outboxWindowMs) break;
-        this.seen.delete(seq);
-      }
-      this.since = read.now;
+      // Fresh rows past the limit are relayed by the next reads, as overdue ones.
+      // Shuffled, like the overdue ones (random order in SQL), so that instances relaying a bulk change share it out.
+      // Within a time budget too (at least one chunk), so that a read of a bulk change ends in time for the next.
+      const relayed = [...shuffle(read.fresh.filter((row) => !row.delivered && row.overdue)), ...read.overdue].slice(0, RELAY_PER_READ);
+      await this.relay(relayed, sent + this.options.leaseMs / 4);
       this.polledAt = sent;
+      const tookMs = performance.now() - sent;
+      this.counts.polls++;
+      this.counts.polledRows += read.fresh.length + read.overdue.length;
+      this.counts.pollMaxMs = Math.max(this.counts.pollMaxMs, tookMs);
+      if (tookMs > this.options.leaseMs / 4) {
+        this.logger.info({ event: 'outbox-read-slow', ms: Math.round(tookMs), readMs: Math.round(readMs), fresh: read.fresh.length, overdue: read.overdue.length }, 'outbox read took over a quarter lease');
+      }
     } catch (error) {
       // Relaying into Redis failed: the outbox proof lapses until a poll completes.
       this.logger.debug({ err: error }, 'relaying the invalidation outbox failed');
@@ -227,15 +270,39 @@ export class CacheTrust implements TrustGate, BusHandlers {
     }
   }
 
-  /** Writes tombstones for `rows` into Redis, drops them here, and marks the undelivered ones delivered. */
-  private async relay(rows: readonly Invalidation[]): Promise<void> {
-    if (rows.length === 0) return;
-    await Promise.all(rows.map((row) => this.tier.tombstone(row.hash, row.version)));
-    for (const row of rows) this.control?.invalidate(row.hash, row.version);
-    const undelivered = rows.filter((row) => !row.delivered).map((row) => row.seq);
+  /**
+   * Writes tombstones for `rows` into Redis, drops them here, and marks the
+   * undelivered ones delivered (in one statement). Tombstones go TOMBSTONE_CHUNK
+   * at a time (the scripts of a chunk go out together; Redis is never sent
+   * thousands at once); after `deadline`, no further chunk is begun (the rows
+   * left stay undelivered, for the next reads).
+   */
+  private async relay(rows: readonly Invalidation[], deadline = Number.POSITIVE_INFINITY): Promise<void> {
+    let start = 0;
+    for (; start < rows.length; start += TOMBSTONE_CHUNK) {
+      if (start > 0 && performance.now() >= deadline) break;
+      const chunk = rows.slice(start, start + TOMBSTONE_CHUNK);
+      const write = () => Promise.all(chunk.map((row) => this.tier.tombstone(row.hash, row.version)));
+      // Once more after a failure: a process short of CPU sees its Redis calls time out though Redis answered.
+      await write().catch(write);
+      for (const row of chunk) this.control?.invalidate(row.hash, row.version);
+    }
+    const undelivered = rows
+      .slice(0, start)
+      .filter((row) => !row.delivered)
+      .map((row) => row.seq);
     if (undelivered.length > 0) {
       await this.outbox.markDelivered(undelivered, this.statementTimeoutMs * 4);
       this.counts.relayed += undelivered.length;
     }
   }
+}
+
+/** `items` in random order (Fisher–Yates), in place. */
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j] as T, items[i] as T];
+  }
+  return items;
 }

@@ -21,12 +21,15 @@ export class PropagationCounts {
  * 1. this instance drops its own copy;
  * 2. one Redis script writes the new record through (compare-and-set by
  *    version), publishes the change, and lists the live members;
- * 3. every live member drops its copy and acknowledges; when all have within
- *    the ack timeout, the call returns;
- * 4. otherwise (a member silent, Redis unreachable or frozen), the call waits
- *    out the lease (plus the relay delay): by then any instance that did not
- *    hear the change has either read it from the outbox (and relayed it into
- *    Redis) or stopped trusting its caches.
+ * 3. every subscribed instance drops its copy and acknowledges; when every
+ *    instance that could be trusting its caches has within the ack timeout
+ *    (every listed member, as many acks as PUBLISH had other receivers, none
+ *    from an unlisted instance, every listed lease known), the call returns;
+ * 4. otherwise (a member silent, the member list incomplete, a lease unknown,
+ *    Redis unreachable or frozen), the call waits out the longest lease any
+ *    member announced (plus the relay delay): by then any instance that did
+ *    not hear the change has either read it from the outbox (and relayed it
+ *    into Redis) or stopped trusting its caches.
  */
 export class ChangePropagator implements KeyChangeListener {
   /** Outbox rows whose change Redis now holds, marked delivered together (one commit for many changes). */
@@ -45,28 +48,33 @@ export class ChangePropagator implements KeyChangeListener {
   async keyChanged(change: KeyChange): Promise<void> {
     const state = keyStateOf(change.record);
     this.control.invalidate(change.secretHash, state.version);
-    let missing: readonly string[] | 'redis unreachable';
+    let why: { receivers: number; missing: readonly string[]; doubts: readonly string[] } | 'redis unreachable';
+    let leaseMs: number;
     try {
       const result = await this.bus.announce(change.secretHash, state, this.options.ackTimeoutMs);
       // Redis holds the new record now: no instance needs to relay this row.
       if (change.outboxSeq !== undefined) this.markDelivered(change.outboxSeq);
-      if (result.missing.length === 0) {
+      if (result.confirmed) {
         this.counts.confirmed++;
         return;
       }
-      missing = result.missing;
+      why = { receivers: result.receivers, missing: result.missing, doubts: result.doubts };
+      leaseMs = result.leaseMs;
     } catch {
-      missing = 'redis unreachable';
+      why = 'redis unreachable';
+      leaseMs = this.bus.longestLeaseMs();
     }
+    // The longest lease in the fleet as far as the bus knows, never less than this instance's own.
+    leaseMs = Math.max(leaseMs, this.options.leaseMs);
     this.counts.waitedOutLease++;
     this.logger.warn(
-      { event: 'ack-missing', keyId: change.record.id, version: state.version, missing },
+      { event: 'ack-missing', keyId: change.record.id, version: state.version, ...(why === 'redis unreachable' ? { missing: why } : why), leaseMs },
       'not every instance confirmed the change; waiting out the cache lease',
     );
     // An instance that missed the announcement stops trusting its caches within
-    // the lease, unless it read the outbox since; and an outbox read that began
+    // its lease, unless it read the outbox since; and an outbox read that began
     // before the row was overdue relays nothing, so that delay counts too.
-    await sleep(this.options.leaseMs + this.options.relayAfterMs + Math.max(50, this.options.leaseMs / 10));
+    await sleep(leaseMs + this.options.relayAfterMs + Math.max(50, leaseMs / 10));
   }
 
   /** Writes the delivered marks soon, in one statement (well before rows count as overdue). */

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KeyState } from '../keys/VerifiableKey';
-import type { RedisTier } from './RedisTier';
+import { type Member, type RedisTier, memberOf } from './RedisTier';
 
 export interface BusHandlers {
   /** A change was announced: drop copies of `hash` older than `version`. Runs synchronously, before the ack. */
@@ -13,15 +13,52 @@ export interface BusHandlers {
 }
 
 export interface AnnounceResult {
-  /** Subscribers that PUBLISH reached, this instance's own included. */
+  /** Subscribers that PUBLISH reached, this instance's own included when it was subscribed. */
   readonly receivers: number;
-  /** Live members (other than this instance) that did not acknowledge in time. */
+  /** True when every instance that could be trusting its caches acknowledged: the change holds everywhere. */
+  readonly confirmed: boolean;
+  /** Listed members (other than this instance) that did not acknowledge in time. */
   readonly missing: readonly string[];
+  /** Why the acknowledgements do not prove the change everywhere (empty when confirmed or only `missing`). */
+  readonly doubts: readonly string[];
+  /** The longest lease an instance that may not have heard the change can hold: what to wait out when not confirmed. */
+  readonly leaseMs: number;
+}
+
+/**
+ * Decides from what one announcement got back whether it reached every
+ * instance that could be trusting its caches (pure: no I/O, no clock).
+ * `receivers` is PUBLISH's count, which includes the announcer's own
+ * subscriber when it was subscribed (`selfHeard` tells, once its copy of the
+ * message arrives); `members` are the members listed live by Redis's clock.
+ * Confirmed only with an ack from every listed member, as many acks as other
+ * receivers, no ack from an unlisted instance (then the list is incomplete:
+ * wiped, evicted, or Redis's clock stepped) and every listed lease known.
+ */
+export function judgeAcks(input: {
+  readonly self: string;
+  readonly receivers: number;
+  readonly members: readonly Member[];
+  readonly acked: ReadonlySet<string>;
+  readonly selfHeard: boolean;
+}): { confirmed: boolean; missing: string[]; doubts: string[] } {
+  const others = input.members.filter((member) => member.id !== input.self);
+  const listed = new Set(others.map((member) => member.id));
+  const missing = others.filter((member) => !input.acked.has(member.id)).map((member) => member.id);
+  const doubts: string[] = [];
+  const expectedAcks = input.receivers - (input.selfHeard ? 1 : 0);
+  if (input.acked.size < expectedAcks) doubts.push(`${input.acked.size} acks for ${input.receivers} receivers${input.selfHeard ? ' (this one included)' : ''}`);
+  const unlisted = [...input.acked].filter((id) => !listed.has(id));
+  if (unlisted.length > 0) doubts.push(`acks from unlisted instances ${unlisted.join(',')}`);
+  const unknown = others.filter((member) => member.leaseMs === undefined).map((member) => member.id);
+  if (unknown.length > 0) doubts.push(`leases unknown for ${unknown.join(',')}`);
+  return { confirmed: missing.length === 0 && doubts.length === 0, missing, doubts };
 }
 
 /** Collects the acknowledgements of one announcement. */
 class AckWait {
-  private readonly acked = new Set<string>();
+  readonly acked = new Set<string>();
+  selfHeard = false;
   private check: () => void = () => {};
 
   ack(from: string): void {
@@ -29,22 +66,30 @@ class AckWait {
     this.check();
   }
 
-  /** Resolves with the members of `expected` that have not acknowledged when all have or at `deadline`. */
-  until(expected: readonly string[], deadline: number): Promise<string[]> {
+  heard(): void {
+    this.selfHeard = true;
+    this.check();
+  }
+
+  /** Resolves once `done()` holds, or at `deadline`. */
+  until(done: () => boolean, deadline: number): Promise<void> {
     return new Promise((resolve) => {
       const finish = (): void => {
         clearTimeout(timer);
         this.check = () => {};
-        resolve(expected.filter((member) => !this.acked.has(member)));
+        resolve();
       };
       const timer = setTimeout(finish, Math.max(0, deadline - performance.now()));
       this.check = () => {
-        if (expected.every((member) => this.acked.has(member))) finish();
+        if (done()) finish();
       };
       this.check();
     });
   }
 }
+
+/** How long a lease seen in the member list is remembered after it was last seen. */
+const REMEMBER_LEASES_MS = 120_000;
 
 /**
  * The Redis pub/sub side of invalidation, on a subscriber connection of its
@@ -56,22 +101,33 @@ class AckWait {
  *   connection arrive in order, so a PONG proves that every announcement
  *   published before the PING was heard (and, the handler being synchronous,
  *   applied);
- * - a membership renewal (`<prefix>members`), so that announcers know to wait
- *   for this instance's acknowledgement while it may be trusting its cache.
+ * - a membership renewal (`<prefix>members`, the member string carrying this
+ *   instance's lease), so that announcers know to wait for this instance's
+ *   acknowledgement, or out its lease, while it may be trusting its cache.
+ *   Renewed only while subscribed: an instance that cannot hear changes
+ *   trusts nothing, and must not make every change in the fleet wait for it.
  *
  * Both count from the moment they were sent; `liveUntil` is the older one
- * plus the lease.
+ * plus the lease. Both are time-limited by the lease, not by the Redis
+ * command timeout: a PONG or renewal that comes late, within the lease, is
+ * still proof (a command timeout shorter than the link's round trip would
+ * otherwise leave the instance never trusting its caches, silently).
  */
 export class InvalidationBus {
   readonly instanceId = randomUUID();
+  private readonly member: string;
   private epoch = 0;
   private subscribedEpoch = -1;
   private provenAt = Number.NEGATIVE_INFINITY;
   private renewedAt = Number.NEGATIVE_INFINITY;
   private pingInFlight = false;
   private renewInFlight = false;
+  private pingFailing = false;
+  private renewFailing = false;
   private readonly waits = new Map<string, AckWait>();
   private readonly ackChannel: string;
+  /** Leases of the members seen in `<prefix>members` lately (id → lease, last seen), this instance's own included. */
+  private readonly leases = new Map<string, { leaseMs: number; seenAt: number }>();
   private handlers: BusHandlers = { invalidate: () => {}, subscriptionChanged: () => {} };
 
   constructor(
@@ -81,6 +137,7 @@ export class InvalidationBus {
     private readonly logger: Logger,
   ) {
     this.ackChannel = tier.names.acks(this.instanceId);
+    this.member = memberOf(this.instanceId, leaseMs);
     // A renewal made on a connection since lost (Redis restarted, failed over)
     // may not be in the members that announcers read now: prove it anew.
     tier.onClose(() => {
@@ -97,6 +154,23 @@ export class InvalidationBus {
     return this.subscribedEpoch === this.epoch;
   }
 
+  /**
+   * The longest lease any instance of the fleet may hold, as far as this one
+   * knows: its own, and every lease seen in the member list within the last
+   * two minutes (so that a list wiped, evicted or emptied by a step of
+   * Redis's clock does not make the fleet's leases unknown).
+   */
+  longestLeaseMs(members: readonly Member[] = []): number {
+    const now = performance.now();
+    let longest = this.leaseMs;
+    for (const member of members) longest = Math.max(longest, member.leaseMs ?? 0);
+    for (const [id, seen] of this.leases) {
+      if (now - seen.seenAt > REMEMBER_LEASES_MS) this.leases.delete(id);
+      else longest = Math.max(longest, seen.leaseMs);
+    }
+    return longest;
+  }
+
   start(handlers: BusHandlers): void {
     this.handlers = handlers;
     this.subscriber.on('message', this.onMessage);
@@ -105,19 +179,27 @@ export class InvalidationBus {
     if (this.subscriber.status === 'ready') this.onReady();
   }
 
-  /** Sends a PING on the subscriber connection and renews membership (each at most once in flight). */
+  /** While subscribed, sends a PING on the subscriber connection and renews membership (each at most once in flight). */
   heartbeat(): void {
     const epoch = this.epoch;
-    if (this.subscribedEpoch === epoch && !this.pingInFlight) {
+    if (this.subscribedEpoch !== epoch) return;
+    if (!this.pingInFlight) {
       const sent = performance.now();
       this.pingInFlight = true;
-      this.subscriber
-        .ping()
+      const ping = new Command('ping', [], { replyEncoding: 'utf8' });
+      // Set before sending, so the connection's shorter commandTimeout does not apply.
+      ping.setTimeout(this.leaseMs);
+      (this.subscriber.sendCommand(ping) as Promise<unknown>)
         .then(
           () => {
             if (this.subscribedEpoch === epoch) this.provenAt = Math.max(this.provenAt, sent);
+            if (this.pingFailing) this.logger.info({ event: 'heartbeat-answered', ms: Math.round(performance.now() - sent) }, 'invalidation heartbeat answered again');
+            this.pingFailing = false;
           },
-          () => {},
+          (error: unknown) => {
+            if (!this.pingFailing) this.logger.warn({ event: 'heartbeat-failed', err: error, ms: Math.round(performance.now() - sent) }, 'invalidation heartbeat (PING) failed or not answered within the lease');
+            this.pingFailing = true;
+          },
         )
         .finally(() => {
           this.pingInFlight = false;
@@ -128,12 +210,20 @@ export class InvalidationBus {
       this.renewInFlight = true;
       // Redis keeps the entry a little longer than this instance trusts itself.
       this.tier
-        .renewMembership(this.instanceId, this.leaseMs + Math.max(50, this.leaseMs / 10))
+        .renewMembership(this.member, this.leaseMs + Math.max(50, this.leaseMs / 10), this.leaseMs)
         .then(
-          () => {
-            this.renewedAt = Math.max(this.renewedAt, sent);
+          (members) => {
+            if (this.subscribedEpoch === epoch) this.renewedAt = Math.max(this.renewedAt, sent);
+            // Renewed after the subscription was lost: leave again (onClose may have left before this landed).
+            else if (!this.subscribed) this.tier.leaveMembership(this.member).catch(() => {});
+            this.remember(members);
+            if (this.renewFailing) this.logger.info({ event: 'membership-renewed' }, 'membership renewed again');
+            this.renewFailing = false;
           },
-          () => {},
+          (error: unknown) => {
+            if (!this.renewFailing) this.logger.warn({ event: 'membership-renewal-failed', err: error }, 'membership renewal failed or not answered within the lease');
+            this.renewFailing = true;
+          },
         )
         .finally(() => {
           this.renewInFlight = false;
@@ -143,8 +233,9 @@ export class InvalidationBus {
 
   /**
    * Writes a committed change through to Redis, publishes it, and waits until
-   * every live member acknowledged or `timeoutMs` passed. Rejects when Redis
-   * could not be reached: the caller then waits out the lease.
+   * every instance that could be trusting its caches acknowledged (see
+   * judgeAcks) or `timeoutMs` passed. Rejects when Redis could not be
+   * reached: the caller then waits out `longestLeaseMs()`.
    */
   async announce(hash: string, state: KeyState, timeoutMs: number): Promise<AnnounceResult> {
     const deadline = performance.now() + timeoutMs;
@@ -153,11 +244,10 @@ export class InvalidationBus {
     this.waits.set(changeId, wait);
     try {
       const { receivers, members } = await this.tier.announce(hash, state, `${changeId} ${this.instanceId} ${hash} ${state.version}`);
-      const missing = await wait.until(
-        members.filter((member) => member !== this.instanceId),
-        deadline,
-      );
-      return { receivers, missing };
+      this.remember(members);
+      const judge = () => judgeAcks({ self: this.instanceId, receivers, members, acked: wait.acked, selfHeard: wait.selfHeard });
+      await wait.until(() => judge().confirmed, deadline);
+      return { receivers, ...judge(), leaseMs: this.longestLeaseMs(members) };
     } finally {
       this.waits.delete(changeId);
     }
@@ -169,7 +259,14 @@ export class InvalidationBus {
     this.subscriber.off('ready', this.onReady);
     this.subscriber.off('close', this.onClose);
     this.subscribedEpoch = -1;
-    await this.tier.leaveMembership(this.instanceId).catch(() => {});
+    await this.tier.leaveMembership(this.member).catch(() => {});
+  }
+
+  private remember(members: readonly Member[]): void {
+    const now = performance.now();
+    for (const member of members) {
+      if (member.leaseMs !== undefined) this.leases.set(member.id, { leaseMs: member.leaseMs, seenAt: now });
+    }
   }
 
   private readonly onReady = (): void => {
@@ -178,7 +275,7 @@ export class InvalidationBus {
       () => {
         if (epoch !== this.epoch) return;
         this.subscribedEpoch = epoch;
-        this.logger.info({ event: 'subscribed' }, 'listening for invalidations');
+        this.logger.info({ event: 'subscribed', instance: this.instanceId, leaseMs: this.leaseMs }, 'listening for invalidations');
         this.handlers.subscriptionChanged();
         this.heartbeat();
       },
@@ -194,7 +291,12 @@ export class InvalidationBus {
     const wasSubscribed = this.subscribed;
     this.epoch++;
     this.provenAt = Number.NEGATIVE_INFINITY;
-    if (wasSubscribed) this.logger.warn({ event: 'unsubscribed' }, 'invalidation subscription lost; bypassing the in-process cache');
+    this.renewedAt = Number.NEGATIVE_INFINITY;
+    if (wasSubscribed) {
+      this.logger.warn({ event: 'unsubscribed' }, 'invalidation subscription lost; bypassing the in-process cache');
+      // It trusts nothing now (subscriptionChanged, below): announcers need not wait for it.
+      this.tier.leaveMembership(this.member).catch(() => {});
+    }
     this.handlers.subscriptionChanged();
   };
 
@@ -213,6 +315,8 @@ export class InvalidationBus {
     this.handlers.invalidate(hash, version);
     if (origin !== this.instanceId) {
       this.tier.publish(this.tier.names.acks(origin), `${changeId} ${this.instanceId}`).catch(() => {});
+    } else {
+      this.waits.get(changeId)?.heard();
     }
   };
 }

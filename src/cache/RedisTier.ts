@@ -1,29 +1,50 @@
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 import type { KeyState } from '../keys/VerifiableKey';
+import type { EntryRejection, EntrySeal } from './EntrySeal';
 
 /** What Redis holds for a hash. */
 export type RedisEntry =
   | { readonly kind: 'key'; readonly state: KeyState }
   | { readonly kind: 'unknown' }
   /** Nothing, or a tombstone: a change went by, read Postgres. */
-  | { readonly kind: 'miss' };
+  | { readonly kind: 'miss' }
+  /** An entry keyward did not seal (or not for this hash, version, time): a miss, never trusted. Pass it to `discard`. */
+  | { readonly kind: 'rejected'; readonly reason: EntryRejection; readonly version: string | null; readonly data: string | null };
 
-/** Field `d` of a negative entry. */
+/** Payload of a negative entry. */
 const UNKNOWN = '-';
+/** Payload of a tombstone. */
+const TOMBSTONE = '';
 
 /**
  * Writes `data` at `version` unless Redis already holds a newer version, so a
  * lookup that read an old record cannot overwrite a change (compare-and-set).
- * A tombstone (empty data) never replaces data of its own version or newer.
- * KEYS[1] entry; ARGV: version, data, ttl ms.
+ * A tombstone never replaces data of its own version or newer.
+ * KEYS[1] entry; ARGV: version, data (sealed), ttl ms, "1" for a tombstone.
  */
 const FILL_SCRIPT = `
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 local version = tonumber(ARGV[1])
-if current and (current > version or (current == version and ARGV[2] == '')) then return 0 end
+if current and (current > version or (current == version and ARGV[4] == '1')) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`;
+
+/**
+ * Deletes an entry keyward refused (see EntrySeal), so that a forged `v` (say,
+ * a huge version) cannot block the compare-and-set writes that follow: the
+ * scripts cannot check a MAC, so the reader that found the entry bad removes
+ * it. Only if it still holds what was read (a write in between is left alone),
+ * or if the key is not a hash at all.
+ * KEYS[1] entry; ARGV: v and d as read ("" for absent).
+ */
+const DISCARD_SCRIPT = `
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 0 end
+if t ~= 'hash' then return redis.call('DEL', KEYS[1]) end
+local f = redis.call('HMGET', KEYS[1], 'v', 'd')
+if (f[1] or '') == ARGV[1] and (f[2] or '') == ARGV[2] then return redis.call('DEL', KEYS[1]) end
+return 0`;
 
 /**
  * An admin change, in one round trip: write the new record through (as
@@ -45,19 +66,41 @@ return {receivers, redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')}`;
 
 /**
  * Renews this instance's membership: live until Redis's now + ARGV[2] ms.
- * Also forgets members dead for a minute. KEYS[1] members; ARGV: id, lease ms.
+ * The member string carries the instance's lease (see memberOf), so the lease
+ * is published with the membership in one write and can never be found
+ * without it. Also forgets members dead for a minute, and returns every
+ * member left (live or not): announcers remember their leases.
+ * KEYS[1] members; ARGV: member, ttl ms.
  */
 const RENEW_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-return now`;
+return redis.call('ZRANGE', KEYS[1], 0, -1)`;
+
+/** An entry of `<prefix>members`: an instance, and the lease it trusts its caches for (unknown for entries of older releases). */
+export interface Member {
+  readonly id: string;
+  readonly leaseMs: number | undefined;
+}
+
+/** The member string of an instance: `<id> lease=<ms>`. */
+export function memberOf(id: string, leaseMs: number): string {
+  return `${id} lease=${leaseMs}`;
+}
+
+/** Reads a member string; a bare id (older releases) has no known lease. */
+export function parseMember(text: string): Member {
+  const [id = '', lease] = text.split(' ');
+  const leaseMs = lease?.startsWith('lease=') === true ? Number(lease.slice('lease='.length)) : Number.NaN;
+  return { id, leaseMs: Number.isSafeInteger(leaseMs) && leaseMs > 0 ? leaseMs : undefined };
+}
 
 interface ScriptCommands {
-  keywardFill(entry: string, version: number, data: string, ttlMs: number): Promise<number>;
+  keywardFill(entry: string, version: number, data: string, ttlMs: number, tombstone: '0' | '1'): Promise<number>;
+  keywardDiscard(entry: string, version: string, data: string): Promise<number>;
   keywardAnnounce(entry: string, members: string, version: number, data: string, ttlMs: number, channel: string, message: string): Promise<[number, string[]]>;
-  keywardRenew(members: string, id: string, leaseMs: number): Promise<number>;
 }
 
 /** Names of everything keyward keeps in Redis, under the configured prefix. */
@@ -78,8 +121,10 @@ export class RedisNames {
 
 /**
  * The Redis tier: versioned entries `<prefix>key:<sha256>` = hash {v, d},
- * where d is the record as JSON, "-" for "no such key", or "" for a
- * tombstone. Every write goes through a compare-and-set script.
+ * where d is sealed by EntrySeal (schema, version, expiry, MAC) around the
+ * record as JSON, "-" for "no such key", or "" for a tombstone. Every write
+ * goes through a compare-and-set script; an entry that fails the seal is
+ * reported as `rejected`, never trusted.
  */
 export class RedisTier {
   private readonly redis: Redis & ScriptCommands;
@@ -88,10 +133,11 @@ export class RedisTier {
     redis: Redis,
     readonly names: RedisNames,
     private readonly ttl: { readonly keyMs: number; readonly unknownMs: number },
+    private readonly seal: EntrySeal,
   ) {
     redis.defineCommand('keywardFill', { numberOfKeys: 1, lua: FILL_SCRIPT });
+    redis.defineCommand('keywardDiscard', { numberOfKeys: 1, lua: DISCARD_SCRIPT });
     redis.defineCommand('keywardAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
-    redis.defineCommand('keywardRenew', { numberOfKeys: 1, lua: RENEW_SCRIPT });
     this.redis = redis as Redis & ScriptCommands;
   }
 
@@ -104,48 +150,77 @@ export class RedisTier {
     this.redis.on('close', listener);
   }
 
-  async get(hash: string): Promise<RedisEntry> {
-    const [version, data] = await this.redis.hmget(this.names.entry(hash), 'v', 'd');
-    if (version == null || data == null || data === '') return { kind: 'miss' };
-    if (data === UNKNOWN) return { kind: 'unknown' };
-    return { kind: 'key', state: JSON.parse(data) as KeyState };
+  /** Reads the entry of `hash`; only what passes the seal at `now` (epoch ms) is trusted. */
+  async get(hash: string, now = Date.now()): Promise<RedisEntry> {
+    let fields: Array<string | null>;
+    try {
+      fields = await this.redis.hmget(this.names.entry(hash), 'v', 'd');
+    } catch (error) {
+      // Redis's error code is the reply's first word: a key of another type is bad data, not a Redis failure.
+      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return { kind: 'rejected', reason: 'type', version: null, data: null };
+      throw error;
+    }
+    const [version = null, data = null] = fields;
+    if (version === null && data === null) return { kind: 'miss' };
+    const opened = this.seal.open(hash, version, data, now);
+    if (!opened.ok) return { kind: 'rejected', reason: opened.reason, version, data };
+    if (opened.payload === TOMBSTONE) return { kind: 'miss' };
+    if (opened.payload === UNKNOWN) return { kind: 'unknown' };
+    return { kind: 'key', state: JSON.parse(opened.payload) as KeyState };
+  }
+
+  /** Deletes a rejected entry if it still holds what was read (see DISCARD_SCRIPT), so that the next fill can write. */
+  discard(hash: string, entry: { readonly version: string | null; readonly data: string | null }): Promise<number> {
+    return this.redis.keywardDiscard(this.names.entry(hash), entry.version ?? '', entry.data ?? '');
   }
 
   /** Stores a record read from Postgres, unless Redis already knows a newer version. */
   fill(hash: string, state: KeyState): Promise<number> {
-    return this.redis.keywardFill(this.names.entry(hash), state.version, JSON.stringify(state), this.ttl.keyMs);
+    return this.write(hash, state.version, JSON.stringify(state), this.ttl.keyMs, '0');
   }
 
   /** Remembers for a short time that no key has this hash (version 0: any real version wins). */
   fillUnknown(hash: string): Promise<number> {
-    return this.redis.keywardFill(this.names.entry(hash), 0, UNKNOWN, this.ttl.unknownMs);
+    return this.write(hash, 0, UNKNOWN, this.ttl.unknownMs, '0');
   }
 
   /** Marks entries older than `version` stale (outbox relay, where the new record is not at hand). */
   tombstone(hash: string, version: number): Promise<number> {
-    return this.redis.keywardFill(this.names.entry(hash), version, '', this.ttl.keyMs);
+    return this.write(hash, version, TOMBSTONE, this.ttl.keyMs, '1');
+  }
+
+  private write(hash: string, version: number, payload: string, ttlMs: number, tombstone: '0' | '1'): Promise<number> {
+    return this.redis.keywardFill(this.names.entry(hash), version, this.seal.seal(hash, version, payload, ttlMs, Date.now()), ttlMs, tombstone);
   }
 
   /** Writes a changed record through, publishes `message`, returns subscribers reached and live members. */
-  async announce(hash: string, state: KeyState, message: string): Promise<{ receivers: number; members: string[] }> {
+  async announce(hash: string, state: KeyState, message: string): Promise<{ receivers: number; members: Member[] }> {
     const [receivers, members] = await this.redis.keywardAnnounce(
       this.names.entry(hash),
       this.names.members,
       state.version,
-      JSON.stringify(state),
+      this.seal.seal(hash, state.version, JSON.stringify(state), this.ttl.keyMs, Date.now()),
       this.ttl.keyMs,
       this.names.invalidations,
       message,
     );
-    return { receivers, members };
+    return { receivers, members: members.map(parseMember) };
   }
 
-  renewMembership(instanceId: string, leaseMs: number): Promise<number> {
-    return this.redis.keywardRenew(this.names.members, instanceId, leaseMs);
+  /**
+   * Renews `member` (see memberOf) for `ttlMs` by Redis's clock; resolves with
+   * every member listed. Its time limit is `timeoutMs`, not the connection's
+   * command timeout: a renewal answered late still proves what it wrote.
+   */
+  async renewMembership(member: string, ttlMs: number, timeoutMs: number): Promise<Member[]> {
+    const command = new Command('eval', [RENEW_SCRIPT, 1, this.names.members, member, ttlMs], { replyEncoding: 'utf8' });
+    command.setTimeout(timeoutMs);
+    const members = (await this.redis.sendCommand(command)) as string[];
+    return members.map(parseMember);
   }
 
-  async leaveMembership(instanceId: string): Promise<void> {
-    await this.redis.zrem(this.names.members, instanceId);
+  async leaveMembership(member: string): Promise<void> {
+    await this.redis.zrem(this.names.members, member);
   }
 
   publish(channel: string, message: string): Promise<number> {

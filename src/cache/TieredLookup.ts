@@ -2,10 +2,11 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { toVerifiableKey, type VerifiableKey } from '../keys/VerifiableKey';
 import type { KeyStore } from '../store/KeyStore';
+import { ENTRY_REJECTIONS, type EntryRejection } from './EntrySeal';
 import type { FillGuard } from './FillGuard';
 import type { KeyLookup } from './KeyLookup';
 import type { LocalCache } from './LocalCache';
-import type { RedisTier } from './RedisTier';
+import type { RedisEntry, RedisTier } from './RedisTier';
 
 /** Which tier answered each lookup: read by the metrics at scrape time. */
 export class TierCounts {
@@ -16,7 +17,12 @@ export class TierCounts {
   /** Fills dropped because a change went by while the lookup ran. */
   refusedFills = 0;
   redisErrors = 0;
+  /** Redis entries that failed their seal (read as misses, never trusted), by reason. */
+  readonly rejectedEntries = Object.fromEntries(ENTRY_REJECTIONS.map((reason) => [reason, 0])) as Record<EntryRejection, number>;
 }
+
+/** At most one log line per this interval about rejected Redis entries. */
+const REJECTION_LOG_INTERVAL_MS = 60_000;
 
 /** What the coherence side (CacheTrust) may do to the lookup's state. */
 export interface CacheControl {
@@ -48,6 +54,8 @@ export interface TrustGate {
 export class TieredLookup implements KeyLookup, CacheControl {
   private readonly inflight = new Map<string, Promise<VerifiableKey | undefined>>();
   private redisSuspendedUntil = 0;
+  private rejectionLoggedAt = -Infinity;
+  private rejectionsUnlogged = 0;
 
   constructor(
     private readonly local: LocalCache | undefined,
@@ -113,9 +121,10 @@ export class TieredLookup implements KeyLookup, CacheControl {
     if (this.redisUsable) {
       try {
         const entry = await this.redis.get(hash);
+        if (entry.kind === 'rejected') this.reject(hash, entry);
         // A copy older than a change this instance has heard of (whose tombstone
         // may not have reached Redis yet) counts as a miss.
-        const stale = entry.kind !== 'miss' && this.guard.isStale(hash, entry.kind === 'key' ? entry.state.version : 0);
+        const stale = (entry.kind === 'key' || entry.kind === 'unknown') && this.guard.isStale(hash, entry.kind === 'key' ? entry.state.version : 0);
         if (entry.kind === 'key' && !stale) {
           this.counts.redis++;
           const key = toVerifiableKey(entry.state);
@@ -167,6 +176,28 @@ export class TieredLookup implements KeyLookup, CacheControl {
     const state = await this.store.findForVerify(hash);
     this.counts.postgres++;
     return state === undefined ? undefined : toVerifiableKey(state);
+  }
+
+  /**
+   * An entry keyward did not seal is data, not a Redis failure: Redis stays in
+   * use, the lookup reads Postgres, and the entry is deleted (if unchanged)
+   * so that its `v` cannot block the compare-and-set fills that follow.
+   * Logged at most once a minute, with counts, never with the entry's content.
+   */
+  private reject(hash: string, entry: Extract<RedisEntry, { kind: 'rejected' }>): void {
+    this.counts.rejectedEntries[entry.reason]++;
+    this.rejectionsUnlogged++;
+    this.redis.discard(hash, entry).catch(() => {
+      this.counts.redisErrors++;
+    });
+    const now = performance.now();
+    if (now - this.rejectionLoggedAt < REJECTION_LOG_INTERVAL_MS) return;
+    this.logger.warn(
+      { event: 'redis-entry-rejected', reason: entry.reason, rejected: this.rejectionsUnlogged },
+      'redis held entries keyward did not seal (forged, or from another release or secret): read postgres instead and deleted them',
+    );
+    this.rejectionLoggedAt = now;
+    this.rejectionsUnlogged = 0;
   }
 
   /** After a Redis error or timeout, Verify skips Redis for a while instead of paying the timeout on every call. */

@@ -67,6 +67,16 @@ export class Metrics {
     });
     this.counter('keyward_cache_fills_refused_total', 'Cache fills dropped because a change went by while the lookup ran', () => tiers.refusedFills);
     this.counter('keyward_verify_redis_errors_total', 'Redis errors and timeouts on the Verify path', () => tiers.redisErrors);
+    new Counter({
+      name: 'keyward_redis_entries_rejected_total',
+      help: 'Redis entries keyward did not trust (no or bad MAC, unknown schema, version not the sealed one, past the sealed expiry, not a hash): read as misses and deleted',
+      labelNames: ['reason'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [reason, count] of Object.entries(tiers.rejectedEntries)) this.inc({ reason }, count);
+      },
+    });
   }
 
   /** Exposes the coherence machinery of an instance with Redis. */
@@ -76,6 +86,14 @@ export class Metrics {
     this.counter('keyward_cache_trust_lost_total', 'Times the caches stopped being trusted (subscription lost, lease expired)', () => cache.trustLost);
     this.counter('keyward_cache_recoveries_total', 'Times the caches were trusted again after recovery', () => cache.recoveries);
     this.counter('keyward_outbox_relayed_total', 'Outbox rows this instance wrote into Redis for an instance that could not', () => cache.relayed);
+    this.counter('keyward_outbox_polls_total', 'Invalidation outbox reads completed (with their relay into Redis)', () => cache.polls);
+    this.counter('keyward_outbox_polled_rows_total', 'Outbox rows those reads returned (changes new to the reader, and overdue ones relayed)', () => cache.polledRows);
+    this.gauge('keyward_outbox_poll_max_seconds', 'The longest outbox read (with its relay) since the start', () => cache.pollMaxMs / 1000);
+    this.counter(
+      'keyward_cache_outbox_lapses_total',
+      'Times the caches went untrusted because no outbox read completed within the lease (not counted in keyward_cache_trust_lost_total)',
+      () => cache.outboxLapses,
+    );
     this.counter('keyward_invalidations_confirmed_total', 'Admin changes every live instance confirmed within the ack timeout', () => propagation.confirmed);
     this.counter(
       'keyward_invalidation_acks_missing_total',

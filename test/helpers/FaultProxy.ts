@@ -70,6 +70,28 @@ export class FaultProxy {
     this.delayOnly = onlyConnectionsMentioning;
   }
 
+  /** Chunks delivered late by delayResponses so far. */
+  delayedDelivered = 0;
+  private readonly delayedWaiters = new Set<() => void>();
+
+  /** Resolves once `count` more chunks than now have been delivered late (the delay is in effect). */
+  waitDelayed(count = 1, timeoutMs = 15_000): Promise<void> {
+    const target = this.delayedDelivered + count;
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (this.delayedDelivered < target) return;
+        clearTimeout(timer);
+        this.delayedWaiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.delayedWaiters.delete(check);
+        reject(new Error(`fewer than ${count} delayed deliveries within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.delayedWaiters.add(check);
+    });
+  }
+
   /** Holds every byte in both directions; connections stay open. */
   stall(): void {
     this.mode = 'stall';
@@ -162,6 +184,8 @@ export class FaultProxy {
         const timer = setTimeout(() => {
           this.delayedWrites.delete(timer);
           if (to.writable) to.write(data);
+          this.delayedDelivered++;
+          for (const waiter of [...this.delayedWaiters]) waiter();
         }, delay);
         this.delayedWrites.add(timer);
       }
