@@ -16,6 +16,7 @@ import { RedisNames, RedisTier } from './cache/RedisTier';
 import { TierCounts, TieredLookup } from './cache/TieredLookup';
 import { closeRedis, createRedisClients } from './cache/redisClients';
 import { FillGuard } from './cache/FillGuard';
+import { deriveDurations } from './cache/durations';
 import { EntrySeal } from './cache/EntrySeal';
 import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
@@ -182,9 +183,9 @@ export function createApp(config: Config, logger: Logger): App {
   };
 }
 
-/** Outbox rows older than this concern no Redis entry any more: all have expired. */
+/** Outbox rows older than this concern no Redis entry any more: all have expired (Durations.outboxRetentionMs). */
 function outboxRetentionMs(config: Config): number {
-  return config.cache.redisTtlMs + 60_000;
+  return deriveDurations(config).outboxRetentionMs;
 }
 
 /** The Redis tier, the in-process tier and the machinery that keeps them coherent across instances. */
@@ -201,7 +202,9 @@ function createCaches(
   seal: EntrySeal,
 ): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
   const { cache, db } = config;
-  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, Math.max(1_000, 2 * cache.leaseMs), logger);
+  // Every duration below comes from one place, whose inequalities configureFromEnv checked.
+  const durations = deriveDurations(config);
+  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, durations.redisSocketTimeoutMs, logger);
   const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
   const local = cache.localEnabled
     ? new LocalCache({
@@ -213,27 +216,27 @@ function createCaches(
     : undefined;
   const bus = new InvalidationBus(clients.subscriber, tier, cache.leaseMs, logger);
   const cacheCounts = new CacheCounts();
-  const guard = new FillGuard(2 * (db.verifyTimeoutMs + cache.redisTimeoutMs) + cache.ackTimeoutMs + cache.leaseMs + 1_000);
+  const guard = new FillGuard(durations.fillGuardRetentionMs);
   const trust = new CacheTrust(
     bus,
     trustOutbox,
     tier,
     {
       leaseMs: cache.leaseMs,
-      relayAfterMs: cache.ackTimeoutMs,
-      retentionMs: outboxRetentionMs(config),
+      relayAfterMs: durations.relayAfterMs,
+      retentionMs: durations.outboxRetentionMs,
     },
     cacheCounts,
     logger,
   );
-  const lookup = new TieredLookup(local, guard, tier, store, trust, tiers, logger, cache.leaseMs);
+  const lookup = new TieredLookup(local, guard, tier, store, trust, tiers, logger, durations.redisSuspendMs);
   trust.start(lookup);
   const propagation = new PropagationCounts();
   const listener = new ChangePropagator(
     bus,
     lookup,
     outbox,
-    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: cache.ackTimeoutMs, queryTimeoutMs: db.queryTimeoutMs },
+    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: durations.relayAfterMs, queryTimeoutMs: db.queryTimeoutMs },
     propagation,
     logger,
   );

@@ -1,3 +1,4 @@
+import { checkDurations } from './cache/durations';
 import { DEFAULT_SCOPES } from './keys/scopes';
 
 /** Thrown when the environment does not describe a runnable keyward; names the variable. */
@@ -113,7 +114,8 @@ const SCOPE_PATTERN = /^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)*$/;
 /**
  * Reads keyward's configuration from an environment (normally `process.env`).
  * Pure: tests pass literal objects. Throws ConfigError naming the first bad
- * variable and its value (tokens and URLs are never echoed).
+ * variable and its value (tokens and URLs are never echoed), or the variables
+ * of a combination of durations that revocation cannot rely on.
  */
 export function configureFromEnv(env: Readonly<Record<string, string | undefined>>): Config {
   const read = (name: string): string | undefined => {
@@ -219,13 +221,8 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     leaseMs: int('KEYWARD_CACHE_LEASE_MS', DEFAULTS.cache.leaseMs, 100, 60_000),
     ackTimeoutMs: int('KEYWARD_INVALIDATION_ACK_TIMEOUT_MS', DEFAULTS.cache.ackTimeoutMs, 1, 60_000),
   };
-  if (cache.leaseMs < 2 * cache.redisTimeoutMs) {
-    throw new ConfigError(
-      `KEYWARD_CACHE_LEASE_MS=${cache.leaseMs} must be at least twice KEYWARD_REDIS_TIMEOUT_MS=${cache.redisTimeoutMs}, or every heartbeat could time out`,
-    );
-  }
 
-  return {
+  const config: Config = {
     databaseUrl,
     redisUrl: url('REDIS_URL', read('REDIS_URL'), ['redis:', 'rediss:']),
     redisPrefix,
@@ -254,6 +251,9 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
       queryTimeoutMs: int('KEYWARD_DB_QUERY_TIMEOUT_MS', DEFAULTS.db.queryTimeoutMs, 10, 600_000),
     },
   };
+  // The inequalities between durations that revocation depends on (src/cache/durations.ts).
+  checkDurations(config);
+  return config;
 }
 
 function parseTls(

@@ -11,6 +11,7 @@ import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { entryPayload } from './helpers/redisEntries';
 import { PrivateRedis } from './helpers/PrivateRedis';
+import { waitUntil } from './helpers/waitUntil';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
@@ -32,45 +33,73 @@ async function assertEverywhere(instances: readonly Instance[], secret: string, 
   }
 }
 
+/** One metric of every instance, in order. */
+async function metricOfEach(instances: readonly Instance[], name: string): Promise<number[]> {
+  return Promise.all(instances.map(async (i) => (await scrapeMetrics(i.server.metricsPort as number)).get(name) ?? 0));
+}
+
+/** Waits until every instance has recovered (trusts its caches again) more times than `before` (from metricOfEach) says. */
+async function waitRecoveredSince(instances: readonly Instance[], before: readonly number[]): Promise<void> {
+  await Promise.all(
+    instances.map((i, n) =>
+      waitForMetric(
+        i.server.metricsPort as number,
+        (m) => (m.get('keyward_cache_recoveries_total') ?? 0) > (before[n] ?? 0) && m.get('keyward_cache_trusted') === 1,
+      ),
+    ),
+  );
+}
+
 describe('cache coherence under faults', () => {
-  it('refuses a stale fill: a read from before a revoke that lands after its invalidation is not cached', async () => {
+  it('refuses a stale fill: in each of 10 cycles a lookup read before the revoke and answered after its invalidation is counted refused and cached neither in-process nor in Redis', async () => {
     const redis = await PrivateRedis.start();
     const proxy = await FaultProxy.toTestDatabase();
-    // A long lease, so that the slow instance's outbox reads (slow too) keep it trusting its caches.
+    // A long lease, so that the held read never outlasts the slow instance's trust in its caches.
     const lease = { KEYWARD_CACHE_LEASE_MS: '4000' };
     const fleet = await Fleet.startEach([
       { REDIS_URL: redis.url, ...lease },
-      // Its reads are slow, never failed: no Verify time limit gets in the way on a loaded machine.
+      // Its lookup is held, never failed: no Verify time limit gets in the way on a loaded machine.
       { REDIS_URL: redis.url, DATABASE_URL: proxy.databaseUrl(), KEYWARD_DB_VERIFY_TIMEOUT_MS: '10000', ...lease },
       { REDIS_URL: redis.url, ...lease },
     ]);
     const [a, slow, c] = fleet.instances as [Instance, Instance, Instance];
     const control = redis.client();
+    const refusedFills = async (): Promise<number> => (await scrapeMetrics(slow.server.metricsPort as number)).get('keyward_cache_fills_refused_total') ?? 0;
+    const redisState = async (secret: string): Promise<{ revokedAt: unknown }> => {
+      const [, data] = await control.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
+      return JSON.parse(entryPayload(data as string)) as { revokedAt: unknown };
+    };
+    const cycles = 10;
     try {
       const accountId = newAccountId();
-      const refusedBefore = (await scrapeMetrics(slow.server.metricsPort as number)).get('keyward_cache_fills_refused_total') ?? 0;
+      const refusedBefore = await refusedFills();
       let raced = 0;
-      for (let cycle = 0; cycle < 10; cycle++) {
+      for (let cycle = 0; cycle < cycles; cycle++) {
         const { key, secret } = await a.admin.newKey(accountId);
-        // A lookup of a key nobody has keeps a pooled connection open, so the next read is sent at once.
-        await slow.verifier.verify({ key: new KeyFormat('fsm_live_', 'fsm_test_').generate('live') });
-        proxy.delayResponses(400);
-        // The slow instance reads Postgres now (before the revoke) and gets its answer late (after it).
+        const hash = hashSecret(secret);
+        // PostgreSQL's answer to the slow instance's lookup of this key (its hash is in the query's parameters) is held.
+        proxy.holdAnswersTo(hash);
+        const readDone = proxy.heldAnswerTo(hash);
         const early = slow.verifier.verify({ key: secret });
-        await new Promise((resolve) => setTimeout(resolve, 120));
+        // PostgreSQL has run the read (the key active) and the slow instance has not heard back: then the revoke.
+        await readDone;
         await a.admin.revokeKey({ accountId, keyId: key?.id });
-        // On a loaded machine the early read may not have left before the revoke: then there was no race.
-        if ((await early).code === OK) raced++;
-        proxy.delayResponses(0);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        const [, data] = await control.hmget(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'v', 'd');
-        assert.notEqual((JSON.parse(entryPayload(data as string)) as { revokedAt: unknown }).revokedAt, null, 'Redis kept the revoked record');
+        proxy.releaseAnswers();
+        const answer = await early;
+        assert.equal(answer.code, OK, `cycle ${cycle}: the read from before the revoke answered ${answer.code}`);
+        raced++;
+        const refusedSoFar = refusedBefore + cycle + 1;
+        await waitUntil(`cycle ${cycle}: the stale fill refused`, async () => (await refusedFills()) >= refusedSoFar);
+        assert.notEqual((await redisState(secret)).revokedAt, null, `cycle ${cycle}: Redis kept the revoked record`);
         await assertEverywhere([slow, c, a], secret, REVOKED, `cycle ${cycle}`);
+        // The slow instance's Redis read above went after any fill of its own, on the same connection.
+        assert.notEqual((await redisState(secret)).revokedAt, null, `cycle ${cycle}: Redis holds the revoked record after the reads`);
       }
-      assert.ok(raced >= 5, `only ${raced} of 10 cycles raced the revoke`);
-      const refused = ((await scrapeMetrics(slow.server.metricsPort as number)).get('keyward_cache_fills_refused_total') ?? 0) - refusedBefore;
-      assert.ok(refused >= raced, `stale fills refused: ${refused}, races: ${raced}`);
+      assert.equal(raced, cycles, `only ${raced} of ${cycles} cycles raced the revoke`);
+      const refused = (await refusedFills()) - refusedBefore;
+      assert.ok(refused >= cycles, `stale fills refused: ${refused}, races: ${raced}`);
     } finally {
+      proxy.releaseAnswers();
       control.disconnect();
       assert.deepEqual(await fleet.stop(), [0, 0, 0]);
       await proxy.close();
@@ -79,23 +108,28 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('holds a revoke made while every subscription is being killed (CLIENT KILL TYPE pubsub)', async () => {
+  it('answers REVOKED everywhere for a revoke made while every subscription is being killed (CLIENT KILL TYPE pubsub), just after it and once every instance has resubscribed', async () => {
     const redis = await PrivateRedis.start();
     const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
     const control = redis.client();
     try {
       const accountId = newAccountId();
-      for (let cycle = 0; cycle < 5; cycle++) {
-        await fleet.waitTrusted();
+      const cycles = 5;
+      const lostBefore = await metricOfEach(fleet.instances, 'keyward_cache_trust_lost_total');
+      // Fleet.start waited until every instance trusts its caches; each cycle ends the same way.
+      for (let cycle = 0; cycle < cycles; cycle++) {
         const { keyId, secret } = await warmKey(fleet, accountId);
+        const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
         await control.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
         await fleet.at(cycle % 3).admin.revokeKey({ accountId, keyId });
         await assertEverywhere(fleet.instances, secret, REVOKED, `cycle ${cycle}, just after the revoke`);
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await waitRecoveredSince(fleet.instances, recoveredBefore);
         await assertEverywhere(fleet.instances, secret, REVOKED, `cycle ${cycle}, after resubscribing`);
       }
-      const lost = await scrapeMetrics(fleet.at(1).server.metricsPort as number);
-      assert.ok((lost.get('keyward_cache_trust_lost_total') ?? 0) >= 1, 'the instance noticed its subscription was killed');
+      const lost = await metricOfEach(fleet.instances, 'keyward_cache_trust_lost_total');
+      for (const [n, count] of lost.entries()) {
+        assert.ok(count - (lostBefore[n] ?? 0) >= cycles, `instance ${n} noticed its subscription was killed ${count - (lostBefore[n] ?? 0)} times in ${cycles} cycles`);
+      }
     } finally {
       control.disconnect();
       assert.deepEqual(await fleet.stop(), [0, 0, 0]);
@@ -104,13 +138,14 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('holds a revoke made while Redis is frozen (SIGSTOP), during the freeze and after SIGCONT', async () => {
+  it('answers REVOKED everywhere for a revoke made while Redis is frozen (SIGSTOP), during the freeze, after SIGCONT and once the caches are trusted again, and the revoke waits out the lease (ack-missing)', async () => {
     const redis = await PrivateRedis.start();
     const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
     try {
       const accountId = newAccountId();
       const { keyId, secret } = await warmKey(fleet, accountId);
       const other = await warmKey(fleet, accountId);
+      const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
       redis.freeze();
       const started = Date.now();
       const { key } = await fleet.at(1).admin.revokeKey({ accountId, keyId });
@@ -120,7 +155,8 @@ describe('cache coherence under faults', () => {
       await assertEverywhere(fleet.instances, other.secret, OK, 'an untouched key while frozen');
       redis.thaw();
       await assertEverywhere(fleet.instances, secret, REVOKED, 'just after SIGCONT');
-      await fleet.waitTrusted();
+      // Trust lapsed during the freeze (longer than the lease): wait for it to come back, not for the state before.
+      await waitRecoveredSince(fleet.instances, recoveredBefore);
       await assertEverywhere(fleet.instances, secret, REVOKED, 'once the caches are trusted again');
       await assertEverywhere(fleet.instances, secret, REVOKED, 'from the refilled caches');
       await assertEverywhere(fleet.instances, other.secret, OK, 'an untouched key after SIGCONT');
@@ -135,7 +171,7 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('keeps answering correctly when Redis stops mid-traffic, and uses it again once it is back', async () => {
+  it('answers OK and REVOKED correctly on every instance while Redis is killed mid-traffic and restarted, holds a revoke made while it is down, and serves from a cache again once it is back', async () => {
     const redis = await PrivateRedis.start();
     const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
     try {
@@ -159,15 +195,33 @@ describe('cache coherence under faults', () => {
       });
       const loadDone = Promise.all(load);
       loadDone.catch(() => {});
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Each wait below ends early, with the load's failure, if the load fails.
+      const trafficSince = async (what: string, from: number): Promise<void> => {
+        await Promise.race([waitUntil(what, () => calls >= from + 60), loadDone]);
+      };
+      await trafficSince('traffic on the warm caches', calls);
+      const lostBefore = await metricOfEach(fleet.instances, 'keyward_cache_trust_lost_total');
       await redis.kill();
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      // Every instance noticed and stopped trusting its caches (the traffic goes on meanwhile).
+      await Promise.race([
+        Promise.all(
+          fleet.instances.map((i, n) =>
+            waitForMetric(
+              i.server.metricsPort as number,
+              (m) => (m.get('keyward_cache_trust_lost_total') ?? 0) > (lostBefore[n] ?? 0) && m.get('keyward_cache_trusted') === 0,
+            ),
+          ),
+        ),
+        loadDone,
+      ]);
+      await trafficSince('traffic without Redis', calls);
       const late = await fleet.at(2).admin.newKey(accountId);
       await fleet.at(1).admin.revokeKey({ accountId, keyId: late.key?.id });
       await assertEverywhere(fleet.instances, late.secret, REVOKED, 'revoked while Redis was down');
+      const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
       await redis.restart();
-      await fleet.waitTrusted();
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await Promise.race([waitRecoveredSince(fleet.instances, recoveredBefore), loadDone]);
+      await trafficSince('traffic once Redis is back', calls);
       running = false;
       await loadDone;
       assert.ok(calls > 100, `${calls} calls`);
@@ -186,7 +240,7 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('keeps verifying cached keys while Postgres is unreachable, and never answers OK for a key it never saw', async () => {
+  it('keeps answering cached keys (OK and REVOKED) while Postgres is unreachable, also after resubscribing, answers UNAVAILABLE for a key in no cache, and reads Postgres again once it is back', async () => {
     const redis = await PrivateRedis.start();
     const proxy = await FaultProxy.toTestDatabase();
     const fleet = await Fleet.start(2, {
@@ -206,6 +260,7 @@ describe('cache coherence under faults', () => {
       await assertEverywhere(fleet.instances, revoked.secret, REVOKED, 'before the outage');
       proxy.refuse();
       proxy.cut();
+      // Time is what is tested here: the caches must stay in use for longer than a lease (1 s) of outage.
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       const never = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');
       for (let round = 0; round < 3; round++) {
@@ -214,18 +269,31 @@ describe('cache coherence under faults', () => {
         for (const instance of fleet.instances) {
           await assertGrpcError(instance.verifier.verify({ key: never }), status.UNAVAILABLE);
         }
+        // Time again: the rounds spread over more leases of the outage.
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
       await assertGrpcError(fleet.at(0).admin.newKey(accountId), status.UNAVAILABLE);
       // Losing the subscription while Postgres is down: trust comes back without the outbox, from Redis.
+      const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
+      const deferredBefore = fleet.instances.map((i) => i.server.logLines().filter((line) => line.event === 'repair-deferred').length);
       const control = redis.client();
       await control.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
       control.disconnect();
-      await fleet.waitTrusted();
+      await waitRecoveredSince(fleet.instances, recoveredBefore);
+      for (const [n, instance] of fleet.instances.entries()) {
+        const deferred = instance.server.logLines().filter((line) => line.event === 'repair-deferred').length;
+        assert.ok(deferred > (deferredBefore[n] ?? 0), `instance ${n} trusted its caches again without the outbox repair (repair-deferred)`);
+      }
       await assertEverywhere(fleet.instances, secret, OK, 'cached key, Postgres down, subscription renewed');
       await assertEverywhere(fleet.instances, revoked.secret, REVOKED, 'cached revoked key, Postgres down, subscription renewed');
+      const pollsBefore = await metricOfEach(fleet.instances, 'keyward_outbox_polls_total');
       proxy.pass();
-      await waitForMetric(fleet.at(0).server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1);
+      // An outbox read completed (and with it the deferred repair): Postgres answers again.
+      await Promise.all(
+        fleet.instances.map((i, n) =>
+          waitForMetric(i.server.metricsPort as number, (m) => (m.get('keyward_outbox_polls_total') ?? 0) > (pollsBefore[n] ?? 0) && m.get('keyward_cache_trusted') === 1),
+        ),
+      );
       assert.equal((await fleet.at(0).verifier.verify({ key: never })).code, VerifyCode.VERIFY_CODE_INVALID_KEY);
     } finally {
       assert.deepEqual(await fleet.stop(), [0, 0]);
@@ -235,7 +303,7 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('holds a revoke when Redis comes back from an older snapshot (restart from RDB, lagging replica)', async () => {
+  it('answers REVOKED on every instance, and on one started later, when Redis comes back from a snapshot holding the key active (restart from RDB, lagging replica)', async () => {
     const redis = await PrivateRedis.start();
     const fleet = await Fleet.startEach([{ REDIS_URL: redis.url }, { REDIS_URL: redis.url, KEYWARD_LOCAL_CACHE: 'false' }]);
     const control = redis.client();
@@ -247,6 +315,7 @@ describe('cache coherence under faults', () => {
       await fleet.at(0).admin.revokeKey({ accountId, keyId });
       await assertEverywhere(fleet.instances, secret, REVOKED, 'after the revoke');
       control.disconnect();
+      const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
       await redis.restart();
       const [, data] = await (async () => {
         const probe = redis.client();
@@ -257,7 +326,8 @@ describe('cache coherence under faults', () => {
         }
       })();
       assert.equal((JSON.parse(entryPayload(data as string)) as { revokedAt: unknown }).revokedAt, null, 'the snapshot holds the key active');
-      await fleet.waitTrusted();
+      // Trusted again after the restart (and its repair), not still trusting from before it.
+      await waitRecoveredSince(fleet.instances, recoveredBefore);
       await assertEverywhere(fleet.instances, secret, REVOKED, 'after Redis rolled back');
       late = await Fleet.startEach([{ REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: fleet.redisPrefix }]);
       await assertEverywhere(late.instances, secret, REVOKED, 'on an instance started after the rollback');
@@ -270,7 +340,7 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
-  it('holds a revoke made by an instance cut off from Redis while Postgres is slow (not down) for another', async () => {
+  it('answers REVOKED on every instance, 5 rounds, for a revoke made by an instance cut off from Redis while Postgres is slow (not down) for another', async () => {
     const redis = await PrivateRedis.start();
     const redisProxy = await FaultProxy.start('127.0.0.1', redis.port);
     const pgProxy = await FaultProxy.toTestDatabase();
@@ -286,8 +356,10 @@ describe('cache coherence under faults', () => {
       const { keyId, secret } = await warmKey(fleet, accountId);
       redisProxy.refuse();
       redisProxy.cut();
+      const delayed = pgProxy.waitDelayed();
       pgProxy.delayResponses(600);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // The delay is in effect: an answer to the slow instance (its outbox reads, every quarter lease) came late.
+      await delayed;
       await fleet.at(0).admin.revokeKey({ accountId, keyId });
       for (let round = 0; round < 5; round++) {
         await assertEverywhere(fleet.instances, secret, REVOKED, `round ${round} after the revoke`);

@@ -8,6 +8,7 @@ import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics } from './helpers/metrics';
 import { entryPayload } from './helpers/redisEntries';
+import { waitUntil } from './helpers/waitUntil';
 
 const CYCLES = 200;
 const OK = VerifyCode.VERIFY_CODE_OK;
@@ -31,7 +32,7 @@ describe('three instances on one Postgres and Redis', () => {
   const b = (): Instance => fleet.at(1);
   const c = (): Instance => fleet.at(2);
 
-  it(`revokes across the fleet at once: ${CYCLES} cycles of warm caches, revoke on A, REVOKED on B and C`, async () => {
+  it(`answers REVOKED on B, C and A right after RevokeKey returns on A, from warm caches (in-process hits counted), ${CYCLES} cycles`, async () => {
     const accountId = newAccountId();
     const before = await Promise.all([b(), c()].map((i) => scrapeMetrics(i.server.metricsPort as number)));
     for (let cycle = 0; cycle < CYCLES; cycle++) {
@@ -53,7 +54,7 @@ describe('three instances on one Postgres and Redis', () => {
     }
   });
 
-  it(`removes a scope across the fleet at once, ${CYCLES} times`, async () => {
+  it(`answers INSUFFICIENT_SCOPE (403) on every instance right after a scope is removed on any of them, ${CYCLES} times`, async () => {
     const accountId = newAccountId();
     const { key, secret } = await a().admin.newKey(accountId, { scopes: ['jobs:read', 'jobs:write'] });
     const keyId = key?.id;
@@ -70,7 +71,7 @@ describe('three instances on one Postgres and Redis', () => {
     }
   });
 
-  it(`changes the IP whitelist across the fleet at once, ${CYCLES} times`, async () => {
+  it(`answers IP_NOT_ALLOWED on every instance right after the IP whitelist is narrowed on any of them, ${CYCLES} times`, async () => {
     const accountId = newAccountId();
     const { key, secret } = await a().admin.newKey(accountId);
     const keyId = key?.id;
@@ -86,27 +87,58 @@ describe('three instances on one Postgres and Redis', () => {
     }
   });
 
-  it('leaves no active copy of a revoked key anywhere after concurrent Verify traffic races the revocations', async () => {
+  it('answers REVOKED to every Verify sent after its key\'s RevokeKey returned (OK or REVOKED while in flight) under concurrent traffic on every instance, and leaves no active copy in any cache or in Redis', async () => {
     const accountId = newAccountId();
     const keys = await Promise.all(Array.from({ length: 40 }, () => a().admin.newKey(accountId)));
+    const instances = [a(), b(), c()];
+    /** performance.now() when each key's RevokeKey resolved here (undefined: not revoked yet). */
+    const revokedAt: Array<number | undefined> = keys.map(() => undefined);
+    /** Per instance and key: Verify calls sent after that key's revoke had returned. */
+    const sentAfterRevoke = instances.map(() => keys.map(() => 0));
     let running = true;
     let calls = 0;
-    const load = [a(), b(), c()].flatMap((instance) =>
+    const load = instances.flatMap((instance, n) =>
       Array.from({ length: 6 }, async (_, worker) => {
-        for (let i = worker; running; i++) {
-          const answer = await instance.verifier.verify({ key: (keys[i % keys.length] as (typeof keys)[number]).secret });
-          assert.ok(answer.code === OK || answer.code === VerifyCode.VERIFY_CODE_REVOKED);
-          calls++;
+        try {
+          for (let i = worker; running; i++) {
+            const k = i % keys.length;
+            const returnedAt = revokedAt[k];
+            const sentAt = performance.now();
+            const answer = await instance.verifier.verify({ key: (keys[k] as (typeof keys)[number]).secret });
+            if (returnedAt !== undefined && sentAt > returnedAt) {
+              assert.equal(
+                answer.code,
+                VerifyCode.VERIFY_CODE_REVOKED,
+                `instance ${n}, key ${k}: a Verify sent ${(sentAt - returnedAt).toFixed(1)} ms after its RevokeKey returned answered ${answer.code}`,
+              );
+              (sentAfterRevoke[n] as number[])[k] = ((sentAfterRevoke[n] as number[])[k] ?? 0) + 1;
+            } else {
+              assert.ok(answer.code === OK || answer.code === VerifyCode.VERIFY_CODE_REVOKED, `instance ${n}, key ${k}: answered ${answer.code}`);
+            }
+            calls++;
+          }
+        } catch (error) {
+          running = false;
+          throw error;
         }
       }),
     );
+    const loadDone = Promise.all(load);
+    loadDone.catch(() => {});
     for (const [i, { key }] of keys.entries()) {
       await fleet.at(i % 3).admin.revokeKey({ accountId, keyId: key?.id });
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      revokedAt[i] = performance.now();
+      // Traffic between revokes (one call per worker's worth), ended early by a failed load.
+      const callsAtRevoke = calls;
+      await Promise.race([waitUntil(`Verify traffic after revoke ${i}`, () => calls >= callsAtRevoke + 18, { intervalMs: 1 }), loadDone]);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Until every key has been verified on every instance by a call sent after its revoke returned.
+    await Promise.race([
+      waitUntil('a Verify sent after its revoke returned, for every key on every instance', () => sentAfterRevoke.every((perKey) => perKey.every((count) => count > 0))),
+      loadDone,
+    ]);
     running = false;
-    await Promise.all(load);
+    await loadDone;
     assert.ok(calls > 500, `only ${calls} Verify calls raced the revocations`);
 
     for (const { secret } of keys) {
@@ -122,7 +154,7 @@ describe('three instances on one Postgres and Redis', () => {
     }
   });
 
-  it('counts the tier that answered each Verify', async () => {
+  it('counts in keyward_verify_lookups_total the one tier that answered each Verify (postgres, local, redis, negative; none for a malformed key)', async () => {
     const accountId = newAccountId();
     const { secret } = await a().admin.newKey(accountId);
     const unknown = new KeyFormat('fsm_live_', 'fsm_test_').generate('live');

@@ -119,4 +119,25 @@ describe('configureFromEnv', () => {
     refused({ ...minimal, ...files, KEYWARD_TLS_RELOAD_MS: '50' }, /^KEYWARD_TLS_RELOAD_MS="50" must be a whole number from 100 to 86400000/);
     refused({ ...minimal, ...files, KEYWARD_TLS_RELOAD_MS: '1m' }, /^KEYWARD_TLS_RELOAD_MS="1m"/);
   });
+
+  it('accepts the default durations, and an ack timeout longer than the lease', () => {
+    assert.equal(configureFromEnv({ ...minimal, REDIS_URL: 'redis://127.0.0.1:6379' }).cache.leaseMs, DEFAULTS.cache.leaseMs);
+    assert.equal(configureFromEnv({ ...minimal, KEYWARD_INVALIDATION_ACK_TIMEOUT_MS: '2000' }).cache.ackTimeoutMs, 2000);
+  });
+
+  it('refuses a lease shorter than twice the Redis timeout, naming both variables', () => {
+    refused(
+      { ...minimal, KEYWARD_CACHE_LEASE_MS: '1000', KEYWARD_REDIS_TIMEOUT_MS: '501' },
+      /^KEYWARD_CACHE_LEASE_MS=1000 must be at least twice KEYWARD_REDIS_TIMEOUT_MS=501: /,
+    );
+    assert.equal(configureFromEnv({ ...minimal, KEYWARD_CACHE_LEASE_MS: '1000', KEYWARD_REDIS_TIMEOUT_MS: '500' }).cache.redisTimeoutMs, 500);
+  });
+
+  it('refuses a Redis TTL not longer than a lookup (PostgreSQL plus Redis limits), naming the three variables', () => {
+    refused(
+      { ...minimal, KEYWARD_REDIS_TTL_MS: '5100', KEYWARD_DB_VERIFY_TIMEOUT_MS: '5000' },
+      /^KEYWARD_REDIS_TTL_MS=5100 must be greater than KEYWARD_DB_VERIFY_TIMEOUT_MS=5000 plus KEYWARD_REDIS_TIMEOUT_MS=100: /,
+    );
+    assert.equal(configureFromEnv({ ...minimal, KEYWARD_REDIS_TTL_MS: '5101', KEYWARD_DB_VERIFY_TIMEOUT_MS: '5000' }).cache.redisTtlMs, 5101);
+  });
 });

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Refuses stale fills, for both cache tiers. Every lookup takes a `ticket()`
  * before it reads Redis or Postgres, and asks `mayFill` before it writes what
@@ -6,25 +8,32 @@
  * predates a `reset()` (trust lost) or a floor since forgotten.
  */
 export class FillGuard {
-  /** hash → newest version heard of, with the generation and time it was heard (insertion-ordered). */
+  /** hash → newest version heard of, with the generation and (monotonic) time it was heard (insertion-ordered). */
   private readonly floors = new Map<string, { version: number; generation: number; at: number }>();
   private generation = 0;
   /** Tickets below this were issued before a reset or a forgotten floor. */
   private oldestValidTicket = 0;
 
   /**
-   * @param retentionMs how long a floor is kept; longer than any lookup
-   *   (Redis plus Postgres time limits) and than the delay before an outbox
-   *   row is relayed into Redis.
+   * @param retentionMs how long a floor is kept (Durations.fillGuardRetentionMs):
+   *   longer than any lookup (Redis plus Postgres time limits) and than the
+   *   time until a change is in Redis (relayed once overdue, within a lease).
+   * @param now the monotonic clock floors are timed on (performance.now): a
+   *   step of the wall clock must neither forget every floor at once nor keep
+   *   them forever.
    */
-  constructor(private readonly retentionMs: number) {}
+  constructor(
+    private readonly retentionMs: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   ticket(): number {
     return this.generation;
   }
 
   /** Records that `hash` changed to `version`. */
-  changed(hash: string, version: number, now = Date.now()): void {
+  changed(hash: string, version: number): void {
+    const now = this.now();
     this.generation++;
     const existing = this.floors.get(hash);
     if (existing === undefined || existing.version < version) {
@@ -51,7 +60,8 @@ export class FillGuard {
   }
 
   /** Forgets floors older than the retention; fills whose tickets predate them are then refused. */
-  prune(now = Date.now()): void {
+  prune(): void {
+    const now = this.now();
     for (const [hash, floor] of this.floors) {
       if (now - floor.at < this.retentionMs) break;
       this.floors.delete(hash);

@@ -146,12 +146,41 @@ export class FaultProxy {
     });
   }
 
-  /** Client bytes since the last complete answer, per connection, while someone waits in heldAnswerTo. */
+  /** While set, answers to requests whose bytes contain this text are held (see holdAnswersTo). */
+  private holdText: string | undefined;
+  /** Connections with answers held by holdAnswersTo, with what is held (in order). */
+  private readonly holding = new Map<object, { to: net.Socket; chunks: Buffer[] }>();
+
+  /**
+   * Holds what the dependency sends back to a request whose bytes contain
+   * `text` (e.g. a key's hash in a lookup's parameters), and everything after
+   * it on that connection, until `releaseAnswers`; other requests and other
+   * connections (a new connection's start-up too) flow as usual. With
+   * heldAnswerTo(text): the statement ran and its client has not heard back.
+   */
+  holdAnswersTo(text: string): void {
+    this.holdText = text;
+  }
+
+  /** Stops holding (holdAnswersTo) and delivers what was held, in order. */
+  releaseAnswers(): void {
+    this.holdText = undefined;
+    for (const { to, chunks } of this.holding.values()) for (const data of chunks) if (to.writable) to.write(data);
+    this.holding.clear();
+  }
+
+  /** Client bytes since the last complete answer, per connection, while someone waits in heldAnswerTo or holdAnswersTo holds. */
   private readonly requests = new WeakMap<object, string>();
   private readonly answerWaiters = new Set<{ text: string; resolve: () => void }>();
 
+  /** Whether this chunk from the dependency is held by holdAnswersTo (decided before watchAnswers ends the request). */
+  private holdsAnswer(pair: object): boolean {
+    if (this.holding.has(pair)) return true;
+    return this.holdText !== undefined && (this.requests.get(pair) ?? '').includes(this.holdText);
+  }
+
   private watchAnswers(pair: object, data: Buffer, fromDependency: boolean, held: boolean): void {
-    if (this.answerWaiters.size === 0) {
+    if (this.answerWaiters.size === 0 && this.holdText === undefined) {
       this.requests.delete(pair);
       return;
     }
@@ -178,8 +207,14 @@ export class FaultProxy {
     const forward = (to: net.Socket, delayed: boolean) => (data: Buffer) => {
       if (!delayed) pair.startup ??= data.toString('latin1');
       const delay = delayed && (this.delayOnly === undefined || pair.startup?.includes(this.delayOnly) === true) ? this.responseDelayMs : 0;
-      this.watchAnswers(pair, data, delayed, this.mode === 'stall' || delay > 0);
-      if (this.mode === 'stall') pair.held.push([to, data]);
+      const holdAnswer = delayed && this.holdsAnswer(pair);
+      this.watchAnswers(pair, data, delayed, this.mode === 'stall' || delay > 0 || holdAnswer);
+      if (holdAnswer) {
+        const holding = this.holding.get(pair) ?? { to, chunks: [] };
+        holding.chunks.push(data);
+        this.holding.set(pair, holding);
+      }
+      else if (this.mode === 'stall') pair.held.push([to, data]);
       else if (delay > 0) {
         const timer = setTimeout(() => {
           this.delayedWrites.delete(timer);
@@ -195,6 +230,7 @@ export class FaultProxy {
     upstream.on('data', forward(client, true));
     const end = () => {
       this.pairs.delete(pair);
+      this.holding.delete(pair);
       client.destroy();
       upstream.destroy();
     };
