@@ -30,7 +30,7 @@ import { Metrics } from './metrics/Metrics';
 import { startMetricsServer } from './metrics/metricsServer';
 import { packageRoot } from './packageRoot';
 import { InvalidationOutbox } from './store/InvalidationOutbox';
-import { REDIS_MAC_SECRET, readInstanceSecret } from './store/instanceSecrets';
+import { MAC_SECRET_NAME, readInstanceSecret } from './store/instanceSecrets';
 import { KeyStore } from './store/KeyStore';
 import { UsageStore } from './store/UsageStore';
 import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
@@ -108,7 +108,7 @@ export function createApp(config: Config, logger: Logger): App {
       pruneTimer.unref();
     } else {
       // Read before serving: every Redis entry is sealed and checked with it (README, "Caching and revocation").
-      const seal = new EntrySeal(await readInstanceSecret(poolRunner(pool), REDIS_MAC_SECRET, config.db.queryTimeoutMs));
+      const seal = new EntrySeal(await readInstanceSecret(poolRunner(pool), MAC_SECRET_NAME, config.db.queryTimeoutMs));
       outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
       ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics, seal));
       listener = propagator;

@@ -10,6 +10,7 @@ import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { PrivateRedis } from './helpers/PrivateRedis';
+import { waitUntil } from './helpers/waitUntil';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
@@ -198,11 +199,7 @@ describe('an admin change holds on every instance that may trust its caches', ()
       await b.server.waitFor((line) => line.event === 'unsubscribed');
       await waitForMetric(port(b), (m) => m.get('keyward_cache_trusted') === 0);
       await waitForMetric(port(a), (m) => m.get('keyward_cache_trusted') === 1);
-      const deadline = Date.now() + 5_000;
-      while ((await control.zscore(members, member)) !== null) {
-        assert.ok(Date.now() < deadline, 'B left the member list');
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await waitUntil('B left the member list', async () => (await control.zscore(members, member)) === null, { timeoutMs: 5_000 });
       const accountId = newAccountId();
       const { key, secret } = await a.admin.newKey(accountId);
       const missingBefore = await metric(a, 'keyward_invalidation_acks_missing_total');
@@ -211,13 +208,14 @@ describe('an admin change holds on every instance that may trust its caches', ()
       for (let round = 0; round < 5; round++) {
         await a.admin.updateScopes({ accountId, keyId: key?.id, scopes: [round % 2 === 0 ? 'jobs:read' : 'jobs:write'] });
         // Two renewals by A: a quarter lease passed, in which B would have renewed too, had it kept renewing.
-        for (let renewals = 0, last = await control.zscore(members, aMember), until = Date.now() + 5_000; renewals < 2; ) {
-          assert.ok(Date.now() < until, 'A renews its membership');
-          await new Promise((resolve) => setTimeout(resolve, 10));
+        let renewals = 0;
+        let last = await control.zscore(members, aMember);
+        await waitUntil('A renews its membership twice', async () => {
           const score = await control.zscore(members, aMember);
           if (score !== last) renewals++;
           last = score;
-        }
+          return renewals >= 2;
+        }, { timeoutMs: 5_000, intervalMs: 10 });
         assert.equal(await control.zscore(members, member), null, `round ${round}: B renewed its membership while unsubscribed`);
       }
       assert.equal((await metric(a, 'keyward_invalidations_confirmed_total')) - confirmedBefore, 5);

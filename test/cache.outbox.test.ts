@@ -8,6 +8,7 @@ import { newAccountId, testDatabaseUrl } from './helpers/env';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
 import { scrapeMetrics, waitForMetric } from './helpers/metrics';
+import { waitUntil } from './helpers/waitUntil';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
@@ -19,14 +20,11 @@ const BULK_SAMPLE = 200;
 
 const metric = (metrics: Map<string, number>, name: string): number => metrics.get(name) ?? 0;
 
-/** Waits until `condition` holds, checking every 50 ms; fails after `timeoutMs`. */
-async function waitUntil(what: string, condition: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+/** Waits until `condition` holds (checked every 50 ms, failing after `timeoutMs`), and says how long that took. */
+async function waitMs(what: string, condition: () => Promise<boolean>, timeoutMs: number): Promise<number> {
   const began = Date.now();
-  for (;;) {
-    if (await condition()) return Date.now() - began;
-    if (Date.now() - began > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitUntil(what, condition, { timeoutMs, intervalMs: 50 });
+  return Date.now() - began;
 }
 
 /** The Verify code, or 'UNAVAILABLE' when PostgreSQL was too slow to answer in time (a loaded test machine): not yet an answer. */
@@ -96,6 +94,7 @@ describe('the invalidation outbox, read by transaction', () => {
       while (Date.now() < heldUntil) {
         for (const instance of fleet.instances) assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
         await Promise.all(ports.map((port) => waitForMetric(port, (m) => m.get('keyward_cache_trusted') === 1, 2_000)));
+        // Time itself is the condition: the transaction must stay open past the former window.
         await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, Math.max(0, heldUntil - Date.now()))));
       }
       const [{ age }] = (
@@ -110,7 +109,7 @@ describe('the invalidation outbox, read by transaction', () => {
       const polls = await Promise.all(ports.map(async (port) => metric(await scrapeMetrics(port), 'keyward_outbox_polls_total')));
 
       const answered = new Map<Instance, number>();
-      const tookMs = await waitUntil(
+      const tookMs = await waitMs(
         'every instance answers REVOKED after the late commit',
         async () => {
           for (const instance of fleet.instances) {
@@ -178,7 +177,7 @@ describe('the invalidation outbox, read by transaction', () => {
       assert.equal(rowCount, BULK_KEYS);
       const committedMs = Date.now() - began;
 
-      const revokedMs = await waitUntil(
+      const revokedMs = await waitMs(
         'every instance answers REVOKED for the sampled keys',
         async () => {
           for (const instance of fleet.instances) {
@@ -189,7 +188,7 @@ describe('the invalidation outbox, read by transaction', () => {
         10_000,
       );
       const hashes = secrets.map(hashSecret);
-      const deliveredMs = await waitUntil(
+      const deliveredMs = await waitMs(
         'every row of the bulk change relayed into Redis',
         async () => {
           const { rows } = await db.query<{ left: string }>(

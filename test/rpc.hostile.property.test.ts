@@ -301,7 +301,8 @@ function checkExpires(e: Expect, expires: { readonly seconds: bigint; readonly n
     e.invalid.add('expires_at');
     return;
   }
-  const ms = Number(seconds) * 1_000 + nanos / 1e6;
+  // The server reads expires_at to the millisecond, rounding down (never up into the year 10000).
+  const ms = Number(seconds) * 1_000 + Math.floor(nanos / 1e6);
   if (ms <= Date.now() - 2_000) e.invalid.add('expires_at');
   else if (ms <= Date.now() + 2_000) e.maybe.add('expires_at');
 }
@@ -689,7 +690,7 @@ class Harness {
         if (JSON.stringify(key.scopes) !== JSON.stringify(normaliseScopes(view.scopes ?? []))) return `scopes ${summarize(key.scopes)} for ${summarize(view.scopes)}`;
         const whitelist = whitelistProblem(key.ipWhitelist, view.ipWhitelist ?? []);
         if (whitelist !== undefined) return whitelist;
-        if (c.expires === undefined ? key.expiresAt !== undefined : Math.abs((key.expiresAt?.getTime() ?? Number.NaN) - (Number(c.expires.seconds) * 1_000 + c.expires.nanos / 1e6)) >= 1) {
+        if (c.expires === undefined ? key.expiresAt !== undefined : (key.expiresAt?.getTime() ?? Number.NaN) !== Number(c.expires.seconds) * 1_000 + Math.floor(c.expires.nanos / 1e6)) {
           return `expires_at ${summarize(key.expiresAt)} for ${summarize(c.expires)}`;
         }
         if (key.revokedAt !== undefined || key.requestCount !== 0n) return 'a new key is revoked or used';

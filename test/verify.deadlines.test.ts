@@ -7,6 +7,7 @@ import { AdminClient, VerifierClient } from './helpers/clients';
 import { newAccountId, testDatabaseUrl } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { assertNoLeaks } from './helpers/leaks';
+import { withScratchDatabase } from './helpers/scratchDatabase';
 import { ServerProcess } from './helpers/serverProcess';
 import { waitUntil } from './helpers/waitUntil';
 
@@ -40,7 +41,6 @@ async function verifyStatementsRunning(db: pg.Pool, databaseName: string): Promi
 
 describe('Verify time limits under a slow PostgreSQL', () => {
   let db: pg.Pool;
-  const databaseName = new URL(testDatabaseUrl()).pathname.slice(1);
 
   before(() => {
     db = new pg.Pool({ connectionString: testDatabaseUrl(), max: 3 });
@@ -52,35 +52,47 @@ describe('Verify time limits under a slow PostgreSQL', () => {
   });
 
   it('has PostgreSQL cancel a Verify lookup that ran out of time, and answers every queued lookup UNAVAILABLE within the limit', async () => {
-    // The statement limit of every other query is long: only the Verify pool's own limit can end these statements.
-    const server = await ServerProcess.start({ KEYWARD_DB_VERIFY_TIMEOUT_MS: '300', KEYWARD_DB_QUERY_TIMEOUT_MS: '60000', KEYWARD_DB_POOL_MAX: '4' });
-    const admin = new AdminClient(server.address);
-    const verifier = new VerifierClient(server.address);
-    const locker = await db.connect();
-    try {
-      const { secret } = await admin.newKey(newAccountId());
-      assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK, 'the key verifies before the lock');
-
-      // Every lookup now waits for the lock inside PostgreSQL.
-      await locker.query('begin');
-      await locker.query('lock table keyward.api_keys in access exclusive mode');
-      const codes = await Promise.all(Array.from({ length: 40 }, () => codeOf(verifyWithin(verifier, { key: secret }, 5_000))));
-      assert.deepEqual(new Set(codes), new Set([status.UNAVAILABLE]), 'all 40 lookups (two run at once, the rest queued) answered within the limit');
-
-      // While the lock is still held, PostgreSQL has ended every statement of the Verify pool.
-      // (Without the Verify pool's statement_timeout they would wait for the lock for the 60 s statement limit.)
-      await waitUntil('statements that ran out of time are cancelled in PostgreSQL, not left waiting for the lock', async () => (await verifyStatementsRunning(db, databaseName)) === 0, {
-        timeoutMs: 10_000,
+    // A database of its own: the test locks keyward.api_keys, which would stall every other test file on the run's database.
+    await withScratchDatabase('keyward_deadlines', async (databaseUrl) => {
+      const ownDatabase = new URL(databaseUrl).pathname.slice(1);
+      // The statement limit of every other query is long: only the Verify pool's own limit can end these statements.
+      const server = await ServerProcess.start({
+        DATABASE_URL: databaseUrl,
+        KEYWARD_DB_VERIFY_TIMEOUT_MS: '300',
+        KEYWARD_DB_QUERY_TIMEOUT_MS: '60000',
+        KEYWARD_DB_POOL_MAX: '4',
       });
-      await locker.query('rollback');
-      assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK, 'Verify works again once PostgreSQL answers');
-    } finally {
-      await locker.query('rollback').catch(() => {});
-      locker.release();
-      admin.close();
-      verifier.close();
-      assert.equal(await server.stop(), 0);
-    }
+      const admin = new AdminClient(server.address);
+      const verifier = new VerifierClient(server.address);
+      const locker = new pg.Client({ connectionString: databaseUrl });
+      await locker.connect();
+      try {
+        const { secret } = await admin.newKey(newAccountId());
+        assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK, 'the key verifies before the lock');
+
+        // Every lookup now waits for the lock inside PostgreSQL.
+        await locker.query('begin');
+        await locker.query('lock table keyward.api_keys in access exclusive mode');
+        const codes = await Promise.all(Array.from({ length: 40 }, () => codeOf(verifyWithin(verifier, { key: secret }, 5_000))));
+        assert.deepEqual(new Set(codes), new Set([status.UNAVAILABLE]), 'all 40 lookups (two run at once, the rest queued) answered within the limit');
+
+        // While the lock is still held, PostgreSQL has ended every statement of the Verify pool.
+        // (Without the Verify pool's statement_timeout they would wait for the lock for the 60 s statement limit.)
+        await waitUntil(
+          'statements that ran out of time are cancelled in PostgreSQL, not left waiting for the lock',
+          async () => (await verifyStatementsRunning(db, ownDatabase)) === 0,
+          { timeoutMs: 10_000 },
+        );
+        await locker.query('rollback');
+        assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK, 'Verify works again once PostgreSQL answers');
+      } finally {
+        await locker.query('rollback').catch(() => {});
+        await locker.end();
+        admin.close();
+        verifier.close();
+        assert.equal(await server.stop(), 0);
+      }
+    });
   });
 
   it('keeps answering admin calls while every Verify lookup waits on a PostgreSQL that answers late', async () => {

@@ -4,7 +4,7 @@ import { KeywardError } from '../errors';
 import { type Invalidation, type InvalidationOutbox, type OutboxRead, parseSnapshot } from '../store/InvalidationOutbox';
 import { isConnectionFailure } from '../store/sqlState';
 import type { BusHandlers, InvalidationBus } from './InvalidationBus';
-import type { DataLoss, RedisTier } from './RedisTier';
+import type { RedisTier } from './RedisTier';
 import type { CacheControl, TrustGate } from './TieredLookup';
 
 export interface CacheTrustOptions {
@@ -25,8 +25,6 @@ export class CacheCounts {
   pollMaxMs = 0;
   /** Times the caches went untrusted because no outbox read had completed within the lease. */
   outboxLapses = 0;
-  /** Times a witnessed write found that Redis had lost writes over a live connection (restore, failover, flush). */
-  redisDataLoss = 0;
 }
 
 const REPAIR_BATCH = 1_000;
@@ -65,9 +63,7 @@ const PRUNE_EVERY_MS = 60_000;
  *    and wrote a tombstone into Redis for every change still within the
  *    outbox's retention (Redis may have missed some, or lost them in a
  *    restart or failover), then emptied its cache once more. If Postgres
- *    cannot be reached, that repair waits until it can. Redis losing writes
- *    over a live connection (RedisTier's write witness) loses trust too, so
- *    that the repair runs.
+ *    cannot be reached, that repair waits until it can.
  *
  * Every lease/4 it sends the heartbeat, reads the outbox, and re-evaluates.
  * Losing trust empties the in-process cache at once.
@@ -105,7 +101,6 @@ export class CacheTrust implements TrustGate, BusHandlers {
 
   start(control: CacheControl): void {
     this.control = control;
-    this.tier.onDataLoss((loss) => this.redisDataLost(loss));
     this.bus.start(this);
     this.timer = setInterval(() => this.tick(), Math.max(10, Math.floor(this.options.leaseMs / 4)));
     this.tick();
@@ -123,23 +118,6 @@ export class CacheTrust implements TrustGate, BusHandlers {
 
   subscriptionChanged(): void {
     this.lose('the invalidation subscription changed');
-    this.evaluate();
-  }
-
-  /**
-   * Redis answered with less than this instance had written: restored from an
-   * older snapshot, failed over to a lagging replica or flushed, behind a
-   * connection that stayed up. Entries it lost may be older than changes
-   * since: as for a lost subscription, trust is lost and recovery repairs
-   * Redis from the outbox.
-   */
-  private redisDataLost(loss: DataLoss): void {
-    this.counts.redisDataLoss++;
-    this.logger.warn(
-      { event: 'redis-data-lost', expected: loss.expected, found: loss.found },
-      'redis lost writes without dropping the connection (restore, failover or flush): repairing it from the outbox',
-    );
-    this.lose('redis lost writes');
     this.evaluate();
   }
 

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Command, type Redis } from 'ioredis';
 import type { KeyState } from '../keys/VerifiableKey';
 import type { EntryRejection, EntrySeal } from './EntrySeal';
@@ -20,13 +19,13 @@ const TOMBSTONE = '';
 /**
  * Writes `data` at `version` unless Redis already holds a newer version, so a
  * lookup that read an old record cannot overwrite a change (compare-and-set).
- * Tombstones have a script of their own (TOMBSTONE_SCRIPT).
- * KEYS[1] entry; ARGV: version, data (sealed), ttl ms.
+ * A tombstone never replaces data of its own version or newer.
+ * KEYS[1] entry; ARGV: version, data (sealed), ttl ms, "1" for a tombstone.
  */
 const FILL_SCRIPT = `
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 local version = tonumber(ARGV[1])
-if current and current > version then return 0 end
+if current and (current > version or (current == version and ARGV[4] == '1')) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`;
@@ -48,43 +47,12 @@ if (f[1] or '') == ARGV[1] and (f[2] or '') == ARGV[2] then return redis.call('D
 return 0`;
 
 /**
- * The write witness (see WriteWitness), as a Lua prelude: raises the
- * instance's counter at KEYS[w] to ARGV[w] (never lowers it: a script resent
- * after NOSCRIPT may run after a later one) and answers what it held before
- * ("" for nothing).
- */
-const WITNESS_LUA = `
-local function witness(key, value, ttl)
-  local seen = redis.call('GET', key)
-  if not seen or tonumber(seen) < tonumber(value) then redis.call('SET', key, value, 'PX', ttl)
-  else redis.call('PEXPIRE', key, ttl) end
-  return seen or ''
-end`;
-
-/**
- * A tombstone (outbox relay, repair): written over older versions only, never
- * over data of its own version (the written-through record it marks), and
- * witnessed, so that a Redis that lost it is noticed as one that lost an
- * announcement is.
- * KEYS[1] entry, KEYS[2] witness; ARGV: version, data (sealed), ttl ms, witness value, witness ttl ms.
- * Answers {1 if written else 0, what the witness held}.
- */
-const TOMBSTONE_SCRIPT = `${WITNESS_LUA}
-local seen = witness(KEYS[2], ARGV[4], ARGV[5])
-local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
-if current and current >= tonumber(ARGV[1]) then return {0, seen} end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, seen}`;
-
-/**
  * An admin change, in one round trip: write the new record through (as
  * FILL_SCRIPT does), announce it on the channel, and list the members whose
- * lease is live at this moment, by Redis's clock; the write is witnessed.
- * KEYS[1] entry, KEYS[2] members, KEYS[3] witness; ARGV: version, data, ttl ms, channel, message, witness value, witness ttl ms.
+ * lease is live at this moment, by Redis's clock.
+ * KEYS[1] entry, KEYS[2] members; ARGV: version, data, ttl ms, channel, message.
  */
-const ANNOUNCE_SCRIPT = `${WITNESS_LUA}
-local seen = witness(KEYS[3], ARGV[6], ARGV[7])
+const ANNOUNCE_SCRIPT = `
 local current = tonumber(redis.call('HGET', KEYS[1], 'v'))
 local version = tonumber(ARGV[1])
 if not current or current < version or (current == version and ARGV[2] ~= '') then
@@ -94,25 +62,22 @@ end
 local receivers = redis.call('PUBLISH', ARGV[4], ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {receivers, redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf'), seen}`;
+return {receivers, redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')}`;
 
 /**
  * Renews this instance's membership: live until Redis's now + ARGV[2] ms.
  * The member string carries the instance's lease (see memberOf), so the lease
  * is published with the membership in one write and can never be found
  * without it. Also forgets members dead for a minute, and returns every
- * member left (live or not): announcers remember their leases. Witnessed,
- * so that a Redis that lost writes is noticed within a renewal.
- * KEYS[1] members, KEYS[2] witness; ARGV: member, ttl ms, witness value, witness ttl ms.
- * Answers {members, what the witness held}.
+ * member left (live or not): announcers remember their leases.
+ * KEYS[1] members; ARGV: member, ttl ms.
  */
-const RENEW_SCRIPT = `${WITNESS_LUA}
-local seen = witness(KEYS[2], ARGV[3], ARGV[4])
+const RENEW_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-return {redis.call('ZRANGE', KEYS[1], 0, -1), seen}`;
+return redis.call('ZRANGE', KEYS[1], 0, -1)`;
 
 /** An entry of `<prefix>members`: an instance, and the lease it trusts its caches for (unknown for entries of older releases). */
 export interface Member {
@@ -133,21 +98,9 @@ export function parseMember(text: string): Member {
 }
 
 interface ScriptCommands {
-  keywardFill(entry: string, version: number, data: string, ttlMs: number): Promise<number>;
+  keywardFill(entry: string, version: number, data: string, ttlMs: number, tombstone: '0' | '1'): Promise<number>;
   keywardDiscard(entry: string, version: string, data: string): Promise<number>;
-  keywardTombstone(entry: string, witness: string, version: number, data: string, ttlMs: number, witnessValue: number, witnessTtlMs: number): Promise<[number, string]>;
-  keywardAnnounce(
-    entry: string,
-    members: string,
-    witness: string,
-    version: number,
-    data: string,
-    ttlMs: number,
-    channel: string,
-    message: string,
-    witnessValue: number,
-    witnessTtlMs: number,
-  ): Promise<[number, string[], string]>;
+  keywardAnnounce(entry: string, members: string, version: number, data: string, ttlMs: number, channel: string, message: string): Promise<[number, string[]]>;
 }
 
 /** Names of everything keyward keeps in Redis, under the configured prefix. */
@@ -164,60 +117,6 @@ export class RedisNames {
   acks(instanceId: string): string {
     return `${this.prefix}acks:${instanceId}`;
   }
-  witness(tierId: string): string {
-    return `${this.prefix}witness:${tierId}`;
-  }
-}
-
-/** What a witnessed write found: Redis held less than this instance had written (see WriteWitness). */
-export interface DataLoss {
-  /** The highest value this instance had seen written (its write answered). */
-  readonly expected: number;
-  /** What Redis held instead: an older value, or null when the witness was gone (flushed, restored from before it existed). */
-  readonly found: number | null;
-}
-
-/** How long a witness outlives its instance's last witnessed write (every quarter lease while subscribed). */
-const WITNESS_TTL_MS = 600_000;
-
-/**
- * Notices a Redis that lost writes without dropping connections: a restore
- * from an older snapshot behind a proxy that keeps client connections, a
- * failover to a lagging replica behind one, FLUSHALL, DEBUG RELOAD. Each
- * instance owns a counter `<prefix>witness:<id>`; every membership renewal
- * and every announcement raises it, in the same script (no extra round trip),
- * and reads what it held. Commands on one connection run in order, so a
- * witnessed write must find at least the highest value whose write was
- * answered on this connection; finding less (or nothing) means Redis lost
- * that write, and whatever else was written with or after it. A write lost
- * before it was answered is not counted on (its caller already treats it as
- * failed). Forgotten when the connection closes: a Redis restart drops the
- * subscription too, which already costs the caches their trust and repairs
- * Redis; only a loss behind a live connection needs this.
- */
-export class WriteWitness {
-  readonly id = randomUUID();
-  private next = 0;
-  private confirmed: number | undefined;
-
-  /** The value the next witnessed write raises the counter to. */
-  take(): number {
-    return ++this.next;
-  }
-
-  /** A witnessed write of `value` was answered with what the counter held; answers the loss, if any. */
-  answered(value: number, seen: string): DataLoss | undefined {
-    const found = seen === '' ? null : Number(seen);
-    const expected = this.confirmed;
-    this.confirmed = Math.max(this.confirmed ?? 0, value);
-    if (expected === undefined || (found !== null && found >= expected)) return undefined;
-    return { expected, found };
-  }
-
-  /** The connection closed: what it wrote proves nothing about what the next one finds. */
-  reset(): void {
-    this.confirmed = undefined;
-  }
 }
 
 /**
@@ -229,9 +128,6 @@ export class WriteWitness {
  */
 export class RedisTier {
   private readonly redis: Redis & ScriptCommands;
-  private readonly witness = new WriteWitness();
-  private readonly witnessKey: string;
-  private readonly dataLossListeners: Array<(loss: DataLoss) => void> = [];
 
   constructor(
     redis: Redis,
@@ -241,21 +137,8 @@ export class RedisTier {
   ) {
     redis.defineCommand('keywardFill', { numberOfKeys: 1, lua: FILL_SCRIPT });
     redis.defineCommand('keywardDiscard', { numberOfKeys: 1, lua: DISCARD_SCRIPT });
-    redis.defineCommand('keywardTombstone', { numberOfKeys: 2, lua: TOMBSTONE_SCRIPT });
-    redis.defineCommand('keywardAnnounce', { numberOfKeys: 3, lua: ANNOUNCE_SCRIPT });
+    redis.defineCommand('keywardAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
     this.redis = redis as Redis & ScriptCommands;
-    this.witnessKey = names.witness(this.witness.id);
-    redis.on('close', () => this.witness.reset());
-  }
-
-  /** Calls `listener` whenever a witnessed write finds that Redis lost writes (see WriteWitness). */
-  onDataLoss(listener: (loss: DataLoss) => void): void {
-    this.dataLossListeners.push(listener);
-  }
-
-  private witnessed(value: number, seen: string): void {
-    const loss = this.witness.answered(value, seen);
-    if (loss !== undefined) for (const listener of this.dataLossListeners) listener(loss);
   }
 
   get ready(): boolean {
@@ -293,43 +176,34 @@ export class RedisTier {
 
   /** Stores a record read from Postgres, unless Redis already knows a newer version. */
   fill(hash: string, state: KeyState): Promise<number> {
-    return this.write(hash, state.version, JSON.stringify(state), this.ttl.keyMs);
+    return this.write(hash, state.version, JSON.stringify(state), this.ttl.keyMs, '0');
   }
 
   /** Remembers for a short time that no key has this hash (version 0: any real version wins). */
   fillUnknown(hash: string): Promise<number> {
-    return this.write(hash, 0, UNKNOWN, this.ttl.unknownMs);
+    return this.write(hash, 0, UNKNOWN, this.ttl.unknownMs, '0');
   }
 
   /** Marks entries older than `version` stale (outbox relay, where the new record is not at hand). */
-  async tombstone(hash: string, version: number): Promise<number> {
-    const value = this.witness.take();
-    const sealed = this.seal.seal(hash, version, TOMBSTONE, this.ttl.keyMs, Date.now());
-    const [written, seen] = await this.redis.keywardTombstone(this.names.entry(hash), this.witnessKey, version, sealed, this.ttl.keyMs, value, WITNESS_TTL_MS);
-    this.witnessed(value, seen);
-    return written;
+  tombstone(hash: string, version: number): Promise<number> {
+    return this.write(hash, version, TOMBSTONE, this.ttl.keyMs, '1');
   }
 
-  private write(hash: string, version: number, payload: string, ttlMs: number): Promise<number> {
-    return this.redis.keywardFill(this.names.entry(hash), version, this.seal.seal(hash, version, payload, ttlMs, Date.now()), ttlMs);
+  private write(hash: string, version: number, payload: string, ttlMs: number, tombstone: '0' | '1'): Promise<number> {
+    return this.redis.keywardFill(this.names.entry(hash), version, this.seal.seal(hash, version, payload, ttlMs, Date.now()), ttlMs, tombstone);
   }
 
   /** Writes a changed record through, publishes `message`, returns subscribers reached and live members. */
   async announce(hash: string, state: KeyState, message: string): Promise<{ receivers: number; members: Member[] }> {
-    const value = this.witness.take();
-    const [receivers, members, seen] = await this.redis.keywardAnnounce(
+    const [receivers, members] = await this.redis.keywardAnnounce(
       this.names.entry(hash),
       this.names.members,
-      this.witnessKey,
       state.version,
       this.seal.seal(hash, state.version, JSON.stringify(state), this.ttl.keyMs, Date.now()),
       this.ttl.keyMs,
       this.names.invalidations,
       message,
-      value,
-      WITNESS_TTL_MS,
     );
-    this.witnessed(value, seen);
     return { receivers, members: members.map(parseMember) };
   }
 
@@ -339,11 +213,9 @@ export class RedisTier {
    * command timeout: a renewal answered late still proves what it wrote.
    */
   async renewMembership(member: string, ttlMs: number, timeoutMs: number): Promise<Member[]> {
-    const value = this.witness.take();
-    const command = new Command('eval', [RENEW_SCRIPT, 2, this.names.members, this.witnessKey, member, ttlMs, value, WITNESS_TTL_MS], { replyEncoding: 'utf8' });
+    const command = new Command('eval', [RENEW_SCRIPT, 1, this.names.members, member, ttlMs], { replyEncoding: 'utf8' });
     command.setTimeout(timeoutMs);
-    const [members, seen] = (await this.redis.sendCommand(command)) as [string[], string];
-    this.witnessed(value, seen);
+    const members = (await this.redis.sendCommand(command)) as string[];
     return members.map(parseMember);
   }
 

@@ -94,11 +94,6 @@ export class Metrics {
       'Times the caches went untrusted because no outbox read completed within the lease (not counted in keyward_cache_trust_lost_total)',
       () => cache.outboxLapses,
     );
-    this.counter(
-      'keyward_redis_data_loss_total',
-      'Times Redis answered with less than this instance had written over a live connection (restored, failed over or flushed): caches untrusted, Redis repaired from the outbox',
-      () => cache.redisDataLoss,
-    );
     this.counter('keyward_invalidations_confirmed_total', 'Admin changes every live instance confirmed within the ack timeout', () => propagation.confirmed);
     this.counter(
       'keyward_invalidation_acks_missing_total',

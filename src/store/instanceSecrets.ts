@@ -1,7 +1,7 @@
 import type { Runner } from './db';
 
 /** The name of the secret that keys the MAC of keyward's Redis entries (migration 0005). */
-export const REDIS_MAC_SECRET = 'redis-mac';
+export const MAC_SECRET_NAME = 'redis-mac';
 
 /**
  * Reads a secret from keyward.instance_secrets (made once by its migration).
