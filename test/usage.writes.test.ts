@@ -203,6 +203,7 @@ describe('usage writes', () => {
       const startedBefore = store.startedAt.length;
       for (let round = 1; failedBefore + 5 > counts.failed; round++) {
         for (const [i, keyId] of ids.entries()) uses.use(keyId, `198.51.100.${i}`, T0 + 1_000 * round + i, i % 3 === 0 ? REVOKED : OK);
+        // Paces the traffic (a round of uses every 20 ms) until five writes have failed; the loop's condition is the wait.
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       const failing = store.startedAt.slice(startedBefore, startedBefore + 5);
