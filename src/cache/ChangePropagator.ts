@@ -6,6 +6,7 @@ import type { InvalidationOutbox } from '../store/InvalidationOutbox';
 import type { KeyChange } from '../store/KeyStore';
 import type { InvalidationBus } from './InvalidationBus';
 import type { CacheControl } from './TieredLookup';
+import { waitOutMs } from './durations';
 
 export class PropagationCounts {
   /** Changes every live instance confirmed within the ack timeout. */
@@ -74,7 +75,7 @@ export class ChangePropagator implements KeyChangeListener {
     // An instance that missed the announcement stops trusting its caches within
     // its lease, unless it read the outbox since; and an outbox read that began
     // before the row was overdue relays nothing, so that delay counts too.
-    await sleep(leaseMs + this.options.relayAfterMs + Math.max(50, leaseMs / 10));
+    await sleep(waitOutMs(leaseMs, this.options.relayAfterMs));
   }
 
   /** Writes the delivered marks soon, in one statement (well before rows count as overdue). */

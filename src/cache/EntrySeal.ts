@@ -1,4 +1,5 @@
 import { type KeyObject, createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
+import { SEAL_GRACE_MS } from './durations';
 
 /** The layout of field `d` this code writes and reads; any other is refused. */
 export const ENTRY_SCHEMA = '1';
@@ -45,7 +46,7 @@ export class EntrySeal {
   /** @param graceMs how long past its sealed expiry an entry is still accepted (clock differences between instances). */
   constructor(
     secret: Buffer,
-    private readonly graceMs = 5_000,
+    private readonly graceMs = SEAL_GRACE_MS,
   ) {
     if (secret.length < 32) throw new Error('the Redis MAC secret must be at least 32 bytes');
     this.key = createSecretKey(secret);

@@ -4,6 +4,7 @@ import { Command, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KeyState } from '../keys/VerifiableKey';
 import { type Member, type RedisTier, memberOf } from './RedisTier';
+import { leaseMarginMs } from './durations';
 
 export interface BusHandlers {
   /** A change was announced: drop copies of `hash` older than `version`. Runs synchronously, before the ack. */
@@ -210,7 +211,7 @@ export class InvalidationBus {
       this.renewInFlight = true;
       // Redis keeps the entry a little longer than this instance trusts itself.
       this.tier
-        .renewMembership(this.member, this.leaseMs + Math.max(50, this.leaseMs / 10), this.leaseMs)
+        .renewMembership(this.member, this.leaseMs + leaseMarginMs(this.leaseMs), this.leaseMs)
         .then(
           (members) => {
             if (this.subscribedEpoch === epoch) this.renewedAt = Math.max(this.renewedAt, sent);
