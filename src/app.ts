@@ -13,7 +13,7 @@ import type { KeyLookup } from './cache/KeyLookup';
 import { LocalCache } from './cache/LocalCache';
 import { PostgresLookup } from './cache/PostgresLookup';
 import { RedisNames, RedisTier } from './cache/RedisTier';
-import { TierCounts, TieredLookup } from './cache/TieredLookup';
+import { type CacheControl, TierCounts, TieredLookup } from './cache/TieredLookup';
 import { closeRedis, createRedisClients } from './cache/redisClients';
 import { FillGuard } from './cache/FillGuard';
 import { deriveDurations } from './cache/durations';
@@ -204,7 +204,7 @@ function createCaches(
   const { cache, db } = config;
   // Every duration below comes from one place, whose inequalities configureFromEnv checked.
   const durations = deriveDurations(config);
-  const clients = createRedisClients(config.redisUrl as string, cache.redisTimeoutMs, durations.redisSocketTimeoutMs, logger);
+  const clients = createRedisClients(config.redisUrl as string, durations, logger);
   const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
   const local = cache.localEnabled
     ? new LocalCache({
@@ -214,29 +214,24 @@ function createCaches(
         negativeTtlMs: cache.negativeTtlMs,
       })
     : undefined;
-  const bus = new InvalidationBus(clients.subscriber, tier, cache.leaseMs, logger);
+  const bus = new InvalidationBus(clients.subscriber, tier, { leaseMs: cache.leaseMs, heartbeatTimeoutMs: durations.heartbeatTimeoutMs, membershipTtlMs: durations.membershipTtlMs }, logger);
   const cacheCounts = new CacheCounts();
   const guard = new FillGuard(durations.fillGuardRetentionMs);
-  const trust = new CacheTrust(
-    bus,
-    trustOutbox,
-    tier,
-    {
-      leaseMs: cache.leaseMs,
-      relayAfterMs: durations.relayAfterMs,
-      retentionMs: durations.outboxRetentionMs,
-    },
-    cacheCounts,
-    logger,
-  );
+  // The trust is the lookup's gate (read on every Verify); the lookup is what the trust's parts drop entries from.
+  const control: CacheControl = {
+    drop: (hash, version, source) => lookup.drop(hash, version, source),
+    clear: () => lookup.clear(),
+    prune: () => lookup.prune(),
+  };
+  const trust = new CacheTrust(bus, trustOutbox, outbox, tier, control, durations, cache.leaseMs, cacheCounts, logger);
   const lookup = new TieredLookup(local, guard, tier, store, trust, tiers, logger, durations.redisSuspendMs);
-  trust.start(lookup);
+  trust.start();
   const propagation = new PropagationCounts();
   const listener = new ChangePropagator(
     bus,
     lookup,
     outbox,
-    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: durations.relayAfterMs, queryTimeoutMs: db.queryTimeoutMs },
+    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: durations.relayAfterMs, markDeliveredDelayMs: durations.markDeliveredDelayMs, queryTimeoutMs: db.queryTimeoutMs },
     propagation,
     logger,
   );

@@ -37,6 +37,7 @@ describe('deriveDurations', () => {
       waitOutMs: 1_350,
       redisSuspendMs: 1_000,
       redisSocketTimeoutMs: 2_000,
+      redisCommandTimeoutMs: 100,
       redisConnectTimeoutMs: 1_000,
       // 2 × (1000 + 100) + 250 + 1000 + 1000, as createCaches computed it before.
       fillGuardRetentionMs: 4_450,

@@ -41,14 +41,14 @@ export class ChangePropagator implements KeyChangeListener {
     private readonly bus: InvalidationBus,
     private readonly control: CacheControl,
     private readonly outbox: InvalidationOutbox,
-    private readonly options: { readonly ackTimeoutMs: number; readonly leaseMs: number; readonly relayAfterMs: number; readonly queryTimeoutMs: number },
+    private readonly options: { readonly ackTimeoutMs: number; readonly leaseMs: number; readonly relayAfterMs: number; readonly markDeliveredDelayMs: number; readonly queryTimeoutMs: number },
     private readonly counts: PropagationCounts,
     private readonly logger: Logger,
   ) {}
 
   async keyChanged(change: KeyChange): Promise<void> {
     const state = keyStateOf(change.record);
-    this.control.invalidate(change.secretHash, state.version);
+    this.control.drop(change.secretHash, state.version, 'self');
     let why: { receivers: number; missing: readonly string[]; doubts: readonly string[] } | 'redis unreachable';
     let leaseMs: number;
     try {
@@ -88,7 +88,7 @@ export class ChangePropagator implements KeyChangeListener {
       this.outbox.markDelivered(seqs, this.options.queryTimeoutMs).catch((error: unknown) => {
         this.logger.debug({ err: error }, 'marking invalidations delivered failed; instances will relay them');
       });
-    }, Math.max(1, Math.floor(this.options.relayAfterMs / 3)));
+    }, this.options.markDeliveredDelayMs);
   }
 
   /** Writes the marks still waiting (on stop). */

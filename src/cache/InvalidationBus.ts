@@ -4,14 +4,41 @@ import { Command, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KeyState } from '../keys/VerifiableKey';
 import { type Member, type RedisTier, memberOf } from './RedisTier';
-import { leaseMarginMs } from './durations';
 
+/** What the bus reports (CacheTrust turns all but `invalidate` into TrustMachine events). */
 export interface BusHandlers {
   /** A change was announced: drop copies of `hash` older than `version`. Runs synchronously, before the ack. */
   invalidate(hash: string, version: number): void;
-  /** The subscription dropped or was re-established: announcements in between were lost. */
-  subscriptionChanged(): void;
+  /** The subscription was (re-)established: announcements before it may have been lost. */
+  subscribed(): void;
+  /** The subscription was lost. */
+  unsubscribed(): void;
+  /** A PING sent at `sentAt` (performance.now) on the current subscription was answered. */
+  pingAnswered(sentAt: number): void;
+  /** A membership renewal sent at `sentAt` while subscribed was answered. */
+  membershipRenewed(sentAt: number): void;
+  /** The command connection closed: a renewal made on it may be gone. */
+  membershipLost(): void;
 }
+
+/** The durations the bus uses (from Durations). */
+export interface BusTimings {
+  /** This instance's KEYWARD_CACHE_LEASE_MS, published with its membership. */
+  readonly leaseMs: number;
+  /** Time limit of a PING or renewal (Durations.heartbeatTimeoutMs). */
+  readonly heartbeatTimeoutMs: number;
+  /** How long Redis lists the instance after a renewal (Durations.membershipTtlMs). */
+  readonly membershipTtlMs: number;
+}
+
+const NO_HANDLERS: BusHandlers = {
+  invalidate: () => {},
+  subscribed: () => {},
+  unsubscribed: () => {},
+  pingAnswered: () => {},
+  membershipRenewed: () => {},
+  membershipLost: () => {},
+};
 
 export interface AnnounceResult {
   /** Subscribers that PUBLISH reached, this instance's own included when it was subscribed. */
@@ -95,8 +122,9 @@ const REMEMBER_LEASES_MS = 120_000;
 /**
  * The Redis pub/sub side of invalidation, on a subscriber connection of its
  * own. Hears announcements (drops the entry, then acknowledges to the
- * announcer), collects acknowledgements of its own announcements, and keeps
- * the two proofs that the in-process cache may be trusted:
+ * announcer), collects acknowledgements of its own announcements, and sends
+ * the two proofs that the in-process cache may be trusted (reported to
+ * CacheTrust's TrustMachine, which keeps them):
  *
  * - a PING answered on the subscriber connection: replies and messages on one
  *   connection arrive in order, so a PONG proves that every announcement
@@ -108,8 +136,8 @@ const REMEMBER_LEASES_MS = 120_000;
  *   Renewed only while subscribed: an instance that cannot hear changes
  *   trusts nothing, and must not make every change in the fleet wait for it.
  *
- * Both count from the moment they were sent; `liveUntil` is the older one
- * plus the lease. Both are time-limited by the lease, not by the Redis
+ * Both count from the moment they were sent; the older one plus the lease
+ * bounds trust. Both are time-limited by the lease, not by the Redis
  * command timeout: a PONG or renewal that comes late, within the lease, is
  * still proof (a command timeout shorter than the link's round trip would
  * otherwise leave the instance never trusting its caches, silently).
@@ -119,8 +147,6 @@ export class InvalidationBus {
   private readonly member: string;
   private epoch = 0;
   private subscribedEpoch = -1;
-  private provenAt = Number.NEGATIVE_INFINITY;
-  private renewedAt = Number.NEGATIVE_INFINITY;
   private pingInFlight = false;
   private renewInFlight = false;
   private pingFailing = false;
@@ -129,26 +155,21 @@ export class InvalidationBus {
   private readonly ackChannel: string;
   /** Leases of the members seen in `<prefix>members` lately (id → lease, last seen), this instance's own included. */
   private readonly leases = new Map<string, { leaseMs: number; seenAt: number }>();
-  private handlers: BusHandlers = { invalidate: () => {}, subscriptionChanged: () => {} };
+  private handlers: BusHandlers = NO_HANDLERS;
+  private readonly leaseMs: number;
 
   constructor(
     private readonly subscriber: Redis,
     private readonly tier: RedisTier,
-    private readonly leaseMs: number,
+    private readonly timings: BusTimings,
     private readonly logger: Logger,
   ) {
+    this.leaseMs = timings.leaseMs;
     this.ackChannel = tier.names.acks(this.instanceId);
-    this.member = memberOf(this.instanceId, leaseMs);
+    this.member = memberOf(this.instanceId, timings.leaseMs);
     // A renewal made on a connection since lost (Redis restarted, failed over)
     // may not be in the members that announcers read now: prove it anew.
-    tier.onClose(() => {
-      this.renewedAt = Number.NEGATIVE_INFINITY;
-    });
-  }
-
-  /** Monotonic time (performance.now) until which both proofs hold. */
-  get liveUntil(): number {
-    return Math.min(this.provenAt, this.renewedAt) + this.leaseMs;
+    tier.onClose(() => this.handlers.membershipLost());
   }
 
   get subscribed(): boolean {
@@ -189,11 +210,11 @@ export class InvalidationBus {
       this.pingInFlight = true;
       const ping = new Command('ping', [], { replyEncoding: 'utf8' });
       // Set before sending, so the connection's shorter commandTimeout does not apply.
-      ping.setTimeout(this.leaseMs);
+      ping.setTimeout(this.timings.heartbeatTimeoutMs);
       (this.subscriber.sendCommand(ping) as Promise<unknown>)
         .then(
           () => {
-            if (this.subscribedEpoch === epoch) this.provenAt = Math.max(this.provenAt, sent);
+            if (this.subscribedEpoch === epoch) this.handlers.pingAnswered(sent);
             if (this.pingFailing) this.logger.info({ event: 'heartbeat-answered', ms: Math.round(performance.now() - sent) }, 'invalidation heartbeat answered again');
             this.pingFailing = false;
           },
@@ -211,10 +232,10 @@ export class InvalidationBus {
       this.renewInFlight = true;
       // Redis keeps the entry a little longer than this instance trusts itself.
       this.tier
-        .renewMembership(this.member, this.leaseMs + leaseMarginMs(this.leaseMs), this.leaseMs)
+        .renewMembership(this.member, this.timings.membershipTtlMs, this.timings.heartbeatTimeoutMs)
         .then(
           (members) => {
-            if (this.subscribedEpoch === epoch) this.renewedAt = Math.max(this.renewedAt, sent);
+            if (this.subscribedEpoch === epoch) this.handlers.membershipRenewed(sent);
             // Renewed after the subscription was lost: leave again (onClose may have left before this landed).
             else if (!this.subscribed) this.tier.leaveMembership(this.member).catch(() => {});
             this.remember(members);
@@ -263,6 +284,11 @@ export class InvalidationBus {
     await this.tier.leaveMembership(this.member).catch(() => {});
   }
 
+  /** Drops the subscriber connection and makes it anew (after Redis lost writes: the server under it may have changed). */
+  resubscribe(): void {
+    this.subscriber.disconnect(true);
+  }
+
   private remember(members: readonly Member[]): void {
     const now = performance.now();
     for (const member of members) {
@@ -277,7 +303,7 @@ export class InvalidationBus {
         if (epoch !== this.epoch) return;
         this.subscribedEpoch = epoch;
         this.logger.info({ event: 'subscribed', instance: this.instanceId, leaseMs: this.leaseMs }, 'listening for invalidations');
-        this.handlers.subscriptionChanged();
+        this.handlers.subscribed();
         this.heartbeat();
       },
       (error: unknown) => {
@@ -291,14 +317,12 @@ export class InvalidationBus {
   private readonly onClose = (): void => {
     const wasSubscribed = this.subscribed;
     this.epoch++;
-    this.provenAt = Number.NEGATIVE_INFINITY;
-    this.renewedAt = Number.NEGATIVE_INFINITY;
     if (wasSubscribed) {
       this.logger.warn({ event: 'unsubscribed' }, 'invalidation subscription lost; bypassing the in-process cache');
-      // It trusts nothing now (subscriptionChanged, below): announcers need not wait for it.
+      // It trusts nothing now (unsubscribed, below): announcers need not wait for it.
       this.tier.leaveMembership(this.member).catch(() => {});
     }
-    this.handlers.subscriptionChanged();
+    this.handlers.unsubscribed();
   };
 
   private readonly onMessage = (channel: string, message: string): void => {

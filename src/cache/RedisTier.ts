@@ -97,6 +97,17 @@ export function parseMember(text: string): Member {
   return { id, leaseMs: Number.isSafeInteger(leaseMs) && leaseMs > 0 ? leaseMs : undefined };
 }
 
+/**
+ * The write witness of one instance (RedisServerWatch): KEYS[1] its witness;
+ * ARGV: the new value, its TTL in ms. Answers the value it replaced (or
+ * false) and the server's `INFO server` (for its run_id), in one step.
+ */
+const WITNESS_SCRIPT = `
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {previous, redis.call('INFO', 'server')}
+`;
+
 interface ScriptCommands {
   keywardFill(entry: string, version: number, data: string, ttlMs: number, tombstone: '0' | '1'): Promise<number>;
   keywardDiscard(entry: string, version: string, data: string): Promise<number>;
@@ -116,6 +127,9 @@ export class RedisNames {
   }
   acks(instanceId: string): string {
     return `${this.prefix}acks:${instanceId}`;
+  }
+  witness(instanceId: string): string {
+    return `${this.prefix}witness:${instanceId}`;
   }
 }
 
@@ -217,6 +231,24 @@ export class RedisTier {
     command.setTimeout(timeoutMs);
     const members = (await this.redis.sendCommand(command)) as string[];
     return members.map(parseMember);
+  }
+
+  /**
+   * Replaces this instance's witness with `value` (TTL `ttlMs`); resolves with
+   * the value replaced (null if none) and the server's run_id. Time limit
+   * `timeoutMs`, like renewMembership.
+   */
+  async witness(instanceId: string, value: string, ttlMs: number, timeoutMs: number): Promise<{ previous: string | null; runId: string | undefined }> {
+    const command = new Command('eval', [WITNESS_SCRIPT, 1, this.names.witness(instanceId), value, ttlMs], { replyEncoding: 'utf8' });
+    command.setTimeout(timeoutMs);
+    const [previous, info] = (await this.redis.sendCommand(command)) as [string | null, string];
+    return { previous: previous ?? null, runId: /^run_id:(\w+)/m.exec(info)?.[1] };
+  }
+
+  /** The server's eviction policy (INFO memory), or undefined if it does not say. */
+  async evictionPolicy(): Promise<string | undefined> {
+    const info = await this.redis.info('memory');
+    return /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
   }
 
   async leaveMembership(member: string): Promise<void> {

@@ -19,15 +19,32 @@ export class TierCounts {
   redisErrors = 0;
   /** Redis entries that failed their seal (read as misses, never trusted), by reason. */
   readonly rejectedEntries = Object.fromEntries(ENTRY_REJECTIONS.map((reason) => [reason, 0])) as Record<EntryRejection, number>;
+  /** Changes applied to the caches (CacheControl.drop), by source. */
+  readonly drops = Object.fromEntries(DROP_SOURCES.map((source) => [source, 0])) as Record<DropSource, number>;
+  /** Times the in-process cache was emptied (trust lost, repair begun or done). */
+  clears = 0;
 }
 
 /** At most one log line per this interval about rejected Redis entries. */
 const REJECTION_LOG_INTERVAL_MS = 60_000;
 
-/** What the coherence side (CacheTrust) may do to the lookup's state. */
+/**
+ * Who dropped a cache entry (the label of keyward_cache_drops_total):
+ * `self` the changing instance, `bus` an announcement heard, `outbox` an
+ * outbox read, `relay` an overdue outbox row written into Redis, `repair`
+ * the repair after a loss of trust.
+ */
+export type DropSource = 'self' | 'bus' | 'outbox' | 'relay' | 'repair';
+export const DROP_SOURCES: readonly DropSource[] = ['self', 'bus', 'outbox', 'relay', 'repair'];
+
+/** What the coherence side (CacheTrust, ChangePropagator) may do to the lookup's state. */
 export interface CacheControl {
-  /** Drops copies of `hash` older than `version`, and any lookup of it in flight. */
-  invalidate(hash: string, version: number): void;
+  /**
+   * The one way a change reaches the caches: drops copies of `hash` older
+   * than `version` and any lookup of it in flight, and leaves a version floor
+   * against stale fills. Counted by `source`.
+   */
+  drop(hash: string, version: number, source: DropSource): void;
   /** Empties the in-process cache, forgets lookups in flight, refuses fills begun before. */
   clear(): void;
   /** Forgets version floors past their retention. */
@@ -95,13 +112,15 @@ export class TieredLookup implements KeyLookup, CacheControl {
     return pending;
   }
 
-  invalidate(hash: string, version: number): void {
+  drop(hash: string, version: number, source: DropSource): void {
+    this.counts.drops[source]++;
     this.guard.changed(hash, version);
     this.local?.drop(hash, version);
     this.inflight.delete(hash);
   }
 
   clear(): void {
+    this.counts.clears++;
     this.guard.reset();
     this.local?.clear();
     this.inflight.clear();

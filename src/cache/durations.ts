@@ -46,31 +46,31 @@ export interface Durations {
   /**
    * Every quarter lease CacheTrust sends the heartbeat (PING, membership
    * renewal), reads the outbox and re-evaluates trust: three more chances
-   * within the lease after one fails. (Computed in CacheTrust today.)
+   * within the lease after one fails.
    */
   readonly heartbeatIntervalMs: number;
   /**
    * Time limit of a PING or membership renewal: the lease, not the Redis
    * command timeout, because an answer that comes late still proves what it
-   * proves, counted from when it was sent. (Set in InvalidationBus today.)
+   * proves, counted from when it was sent.
    */
   readonly heartbeatTimeoutMs: number;
   /**
    * Time limit of the outbox read that proves the instance heard every
    * change: half a lease, so that a read answered proves something (it counts
    * from when it was sent, for a lease) and a slow PostgreSQL frees the
-   * connection for the next read. (Computed in CacheTrust today.)
+   * connection for the next read.
    */
   readonly outboxStatementTimeoutMs: number;
   /**
    * Time limit of the outbox's repair reads and delivered marks: they prove
-   * nothing by themselves, so they get twice the lease. (CacheTrust today.)
+   * nothing by themselves, so they get twice the lease.
    */
   readonly outboxRepairTimeoutMs: number;
   /**
    * After this much of an outbox read, no further tombstone chunk is begun:
    * the rest waits for the next read, so that a bulk change cannot stretch a
-   * read past the next one. (CacheTrust today.)
+   * read past the next one.
    */
   readonly relayBudgetMs: number;
   /**
@@ -83,13 +83,13 @@ export interface Durations {
    * The changing instance marks its delivered rows after a third of the relay
    * delay (many in one statement), well before other instances would relay
    * them again (which would be harmless: a tombstone never replaces data of
-   * its own version). (ChangePropagator today.)
+   * its own version).
    */
   readonly markDeliveredDelayMs: number;
   /**
    * How long Redis lists an instance after a renewal (by Redis's clock): a
    * little longer than the instance trusts itself on it, so that announcers
-   * wait for every instance that may trust its caches. (InvalidationBus today.)
+   * wait for every instance that may trust its caches.
    */
   readonly membershipTtlMs: number;
   /**
@@ -110,9 +110,11 @@ export interface Durations {
    * lease, so twice the lease (at least a second) is never reached by a live one.
    */
   readonly redisSocketTimeoutMs: number;
+  /** Time limit of a Redis command on the Verify path and of fills (KEYWARD_REDIS_TIMEOUT_MS). */
+  readonly redisCommandTimeoutMs: number;
   /**
    * Time limit of connecting to Redis: ten command timeouts, at least a
-   * second (a handshake is slower than a command). (redisClients today.)
+   * second (a handshake is slower than a command).
    */
   readonly redisConnectTimeoutMs: number;
   /**
@@ -155,6 +157,7 @@ export function deriveDurations(config: DurationInputs): Durations {
     waitOutMs: waitOutMs(lease, relayAfterMs),
     redisSuspendMs: lease,
     redisSocketTimeoutMs: Math.max(1_000, 2 * lease),
+    redisCommandTimeoutMs: cache.redisTimeoutMs,
     redisConnectTimeoutMs: Math.max(1_000, cache.redisTimeoutMs * 10),
     fillGuardRetentionMs: 2 * longestLookupMs + relayAfterMs + lease + 1_000,
     outboxRetentionMs: cache.redisTtlMs + 60_000,

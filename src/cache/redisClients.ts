@@ -1,5 +1,6 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Durations } from './durations';
 
 /**
  * The two Redis connections of an instance: one for commands (cache reads,
@@ -10,11 +11,15 @@ import type { Logger } from 'pino';
  * PING and the messages before it arriving in order on one connection.
  * An error is logged once per outage, never thrown.
  */
-export function createRedisClients(url: string, timeoutMs: number, socketTimeoutMs: number, logger: Logger): { command: Redis; subscriber: Redis } {
+export function createRedisClients(
+  url: string,
+  durations: Pick<Durations, 'redisCommandTimeoutMs' | 'redisConnectTimeoutMs' | 'redisSocketTimeoutMs'>,
+  logger: Logger,
+): { command: Redis; subscriber: Redis } {
   const options: RedisOptions = {
     protocol: 2,
-    commandTimeout: timeoutMs,
-    connectTimeout: Math.max(1_000, timeoutMs * 10),
+    commandTimeout: durations.redisCommandTimeoutMs,
+    connectTimeout: durations.redisConnectTimeoutMs,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     autoResubscribe: false,
@@ -24,7 +29,7 @@ export function createRedisClients(url: string, timeoutMs: number, socketTimeout
     keepAlive: 10_000,
     // Heartbeats keep both connections busy every quarter lease: silence this
     // long means a dead peer that TCP has not noticed yet; reconnect.
-    socketTimeout: socketTimeoutMs,
+    socketTimeout: durations.redisSocketTimeoutMs,
   };
   const watch = (client: Redis, role: string): Redis => {
     let failing = false;

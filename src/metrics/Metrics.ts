@@ -77,6 +77,17 @@ export class Metrics {
         for (const [reason, count] of Object.entries(tiers.rejectedEntries)) this.inc({ reason }, count);
       },
     });
+    new Counter({
+      name: 'keyward_cache_drops_total',
+      help: 'Changes applied to the caches (entries dropped, version floors left), by source: self (this instance changed the key), bus (an announcement), outbox (an outbox read), relay (an overdue outbox row written into Redis), repair (the repair after a loss of trust)',
+      labelNames: ['source'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [source, count] of Object.entries(tiers.drops)) this.inc({ source }, count);
+      },
+    });
+    this.counter('keyward_cache_clears_total', 'Times the in-process cache was emptied (trust lost, a repair begun or done)', () => tiers.clears);
   }
 
   /** Exposes the coherence machinery of an instance with Redis. */
@@ -85,10 +96,16 @@ export class Metrics {
     this.gauge('keyward_cache_local_entries', 'Keys in the in-process cache', state.localEntries);
     this.counter('keyward_cache_trust_lost_total', 'Times the caches stopped being trusted (subscription lost, lease expired)', () => cache.trustLost);
     this.counter('keyward_cache_recoveries_total', 'Times the caches were trusted again after recovery', () => cache.recoveries);
-    this.counter('keyward_outbox_relayed_total', 'Outbox rows this instance wrote into Redis for an instance that could not', () => cache.relayed);
-    this.counter('keyward_outbox_polls_total', 'Invalidation outbox reads completed (with their relay into Redis)', () => cache.polls);
-    this.counter('keyward_outbox_polled_rows_total', 'Outbox rows those reads returned (changes new to the reader, and overdue ones relayed)', () => cache.polledRows);
-    this.gauge('keyward_outbox_poll_max_seconds', 'The longest outbox read (with its relay) since the start', () => cache.pollMaxMs / 1000);
+    this.counter('keyward_outbox_relayed_total', 'Outbox rows this instance wrote into Redis for an instance that could not', () => cache.outbox.relayed);
+    this.counter('keyward_outbox_polls_total', 'Invalidation outbox reads completed (with their relay into Redis)', () => cache.outbox.polls);
+    this.counter('keyward_outbox_polled_rows_total', 'Outbox rows those reads returned (changes new to the reader, and overdue ones relayed)', () => cache.outbox.polledRows);
+    this.gauge('keyward_outbox_poll_max_seconds', 'The longest outbox read (with its relay) since the start', () => cache.outbox.pollMaxMs / 1000);
+    this.counter(
+      'keyward_redis_lost_writes_total',
+      'Times Redis was found to have lost writes without dropping the connection (run_id changed, write witness gone or older): handled as a loss of trust with the repair',
+      () => cache.server.resets,
+    );
+    this.gauge('keyward_redis_noeviction', "1 while Redis's maxmemory-policy is noeviction, 0 when it is not (keyward entries can be evicted), -1 until known", () => cache.server.noEviction);
     this.counter(
       'keyward_cache_outbox_lapses_total',
       'Times the caches went untrusted because no outbox read completed within the lease (not counted in keyward_cache_trust_lost_total)',

@@ -1,8 +1,9 @@
+import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config';
-import { KeywardError, coerceError } from '../errors';
-import { isStoreUnavailable } from './sqlState';
+import { coerceError } from '../errors';
+import { type FailurePhase, storeError } from './storeFailure';
 
 /**
  * How an instance's KEYWARD_DB_POOL_MAX connections are shared: Verify
@@ -29,7 +30,7 @@ export function createPool(config: Config, logger: Logger, role: 'main' | 'verif
     max: poolSizes(config.db.poolMax)[role],
     connectionTimeoutMillis: timeoutMs,
     idleTimeoutMillis: 30_000,
-    query_timeout: timeoutMs,
+    // No driver-side query_timeout: keyward times each statement itself (onPoolClient), so it knows a timeout from a failure.
     statement_timeout: timeoutMs,
     keepAlive: true,
     application_name: role === 'verify' ? 'keyward-verify' : 'keyward',
@@ -39,52 +40,75 @@ export function createPool(config: Config, logger: Logger, role: 'main' | 'verif
 }
 
 /**
- * Runs one statement on `pool` and settles only when the driver is done
- * with its connection: at the answer, or at `timeoutMs` after it was sent
- * (the driver then closes the connection; the pool's statement_timeout has
- * PostgreSQL cancel the statement). Unlike `query`, it never settles early,
- * so a caller that counts statements in flight counts connections in use.
+ * Runs `text` on a client taken from `pool`, classifying a failure by phase
+ * (taking a connection, or the statement) and by what was observed (the
+ * connection ending under the statement; keyward's own time limit running
+ * out, after which the connection is ended and never reused), never by a
+ * driver's message (storeFailure.ts). The pool's connection timeout bounds
+ * the wait for a connection; the statement gets what is left of `timeoutMs`.
  */
-export async function querySettled<Row extends pg.QueryResultRow>(
-  pool: pg.Pool,
-  text: string,
-  values: readonly unknown[],
-  timeoutMs: number,
-): Promise<Row[]> {
+async function onPoolClient<Row extends pg.QueryResultRow>(pool: pg.Pool, text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> {
+  const deadline = performance.now() + timeoutMs;
+  let phase: FailurePhase = 'connect';
+  let timedOut = false;
+  let connectionLost = false;
   try {
-    const result = await pool.query<Row>({ text, values: values as unknown[], query_timeout: timeoutMs } as pg.QueryConfig);
-    return result.rows;
+    const client = await pool.connect().catch((error: unknown) => {
+      timedOut = performance.now() >= deadline;
+      throw error;
+    });
+    phase = 'query';
+    let released = false;
+    const release = (destroy: boolean): void => {
+      if (released) return;
+      released = true;
+      client.off('error', onError);
+      client.release(destroy);
+    };
+    const onError = (): void => {
+      connectionLost = true;
+    };
+    client.on('error', onError);
+    // At the limit the connection is ended: the statement fails at once, and PostgreSQL
+    // cancels it (statement_timeout, or the closed socket) instead of holding the connection.
+    const timer = setTimeout(() => {
+      timedOut = true;
+      release(true);
+    }, Math.max(1, deadline - performance.now()));
+    try {
+      const result = await client.query<Row>({ text, values: values as unknown[] });
+      release(false);
+      return result.rows;
+    } catch (error) {
+      release(true);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   } catch (thrown) {
-    const error = coerceError(thrown);
-    if (isStoreUnavailable(error)) throw new KeywardError('UNAVAILABLE', 'the key store (PostgreSQL) is unavailable; try again', { cause: error });
-    throw error;
+    throw storeError(coerceError(thrown), phase, { timedOut, connectionLost });
   }
 }
 
 /**
- * Runs one statement on the pool within `timeoutMs`, counting the wait for a
- * connection. Outages and timeouts become UNAVAILABLE; other errors pass on.
+ * Runs one statement on `pool` and settles only when the driver is done
+ * with its connection: at the answer, or when keyward ends the connection
+ * at `timeoutMs` (the pool's statement_timeout has PostgreSQL cancel the
+ * statement too). It never settles before the connection is given back, so
+ * a caller that counts statements in flight counts connections in use.
+ * Unreachable or slow: StoreUnavailable.
  */
-export async function query<Row extends pg.QueryResultRow>(
-  pool: pg.Pool,
-  text: string,
-  values: readonly unknown[],
-  timeoutMs: number,
-): Promise<Row[]> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('Query read timeout (including the wait for a connection)')), timeoutMs);
-  });
-  try {
-    const result = await Promise.race([pool.query<Row>({ text, values: values as unknown[], query_timeout: timeoutMs } as pg.QueryConfig), expired]);
-    return result.rows;
-  } catch (thrown) {
-    const error = coerceError(thrown);
-    if (isStoreUnavailable(error)) throw new KeywardError('UNAVAILABLE', 'the key store (PostgreSQL) is unavailable; try again', { cause: error });
-    throw error;
-  } finally {
-    clearTimeout(timer);
-  }
+export function querySettled<Row extends pg.QueryResultRow>(pool: pg.Pool, text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> {
+  return onPoolClient<Row>(pool, text, values, timeoutMs);
+}
+
+/**
+ * Runs one statement on the pool within `timeoutMs`, counting the wait for a
+ * connection. Outages and timeouts become StoreUnavailable (UNAVAILABLE);
+ * other errors pass on.
+ */
+export function query<Row extends pg.QueryResultRow>(pool: pg.Pool, text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> {
+  return onPoolClient<Row>(pool, text, values, timeoutMs);
 }
 
 /** Runs one statement within a time limit; an outage becomes UNAVAILABLE (with the driver's error as cause). */
@@ -103,24 +127,52 @@ export function poolRunner(pool: pg.Pool): Runner {
 export class DedicatedConnection {
   private client: pg.Client | undefined;
   private connecting: Promise<pg.Client> | undefined;
+  /** Connection errors seen: one during a statement means the connection ended under it. */
+  private lost = 0;
+  /** The last statement queued: the next one runs after it settles. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly connectionString: string,
     private readonly logger: Logger,
   ) {}
 
-  readonly run: Runner = async <Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> => {
-    try {
-      const client = await this.connect(timeoutMs);
-      const result = await client.query<Row>({ text, values: values as unknown[], query_timeout: timeoutMs } as pg.QueryConfig);
-      return result.rows;
-    } catch (thrown) {
-      const error = coerceError(thrown);
-      this.discard();
-      if (isStoreUnavailable(error)) throw new KeywardError('UNAVAILABLE', 'the key store (PostgreSQL) is unavailable; try again', { cause: error });
-      throw error;
-    }
+  /**
+   * Runs statements one at a time, in order (the outbox reads and the repair
+   * share this connection): each one's time limit starts at its turn.
+   */
+  readonly run: Runner = <Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> => {
+    const result = this.tail.then(() => this.runNow<Row>(text, values, timeoutMs));
+    this.tail = result.catch(() => {});
+    return result;
   };
+
+  private async runNow<Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> {
+    const deadline = performance.now() + timeoutMs;
+    let phase: FailurePhase = 'connect';
+    let timedOut = false;
+    const lostBefore = this.lost;
+    try {
+      const client = await this.connect(timeoutMs, () => {
+        timedOut = true;
+      });
+      phase = 'query';
+      // At the limit the connection is ended (and made anew next time): the statement fails at once.
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (this.client === client) this.discard();
+      }, Math.max(1, deadline - performance.now()));
+      try {
+        const result = await client.query<Row>({ text, values: values as unknown[] });
+        return result.rows;
+      } finally {
+        clearTimeout(timer);
+      }
+    } catch (thrown) {
+      this.discard();
+      throw storeError(coerceError(thrown), phase, { timedOut, connectionLost: this.lost !== lostBefore });
+    }
+  }
 
   async close(): Promise<void> {
     const client = this.client;
@@ -129,20 +181,28 @@ export class DedicatedConnection {
     await client?.end().catch(() => {});
   }
 
-  private connect(timeoutMs: number): Promise<pg.Client> {
+  /** Connects (once at a time); `onTimeout` runs if keyward's limit ends the attempt. */
+  private connect(timeoutMs: number, onTimeout: () => void): Promise<pg.Client> {
     if (this.client !== undefined) return Promise.resolve(this.client);
     this.connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: this.connectionString, connectionTimeoutMillis: timeoutMs, application_name: 'keyward-outbox', keepAlive: true });
+      const client = new pg.Client({ connectionString: this.connectionString, application_name: 'keyward-outbox', keepAlive: true });
       client.on('error', (error) => {
+        this.lost++;
         this.logger.debug({ err: error }, 'outbox connection failed');
         if (this.client === client) this.discard();
       });
+      const timer = setTimeout(() => {
+        onTimeout();
+        client.end().catch(() => {});
+      }, timeoutMs);
       try {
         await client.connect();
       } catch (error) {
         this.connecting = undefined;
         await client.end().catch(() => {});
         throw error;
+      } finally {
+        clearTimeout(timer);
       }
       this.client = client;
       this.connecting = undefined;
