@@ -216,10 +216,10 @@ function createCaches(
     : undefined;
   const bus = new InvalidationBus(clients.subscriber, tier, { leaseMs: cache.leaseMs, heartbeatTimeoutMs: durations.heartbeatTimeoutMs, membershipTtlMs: durations.membershipTtlMs }, logger);
   const cacheCounts = new CacheCounts();
-  const guard = new FillGuard(durations.fillGuardRetentionMs);
+  const guard = new FillGuard(durations.fillGuardRetentionMs, undefined, durations.heldFloorRetentionMs);
   // The trust is the lookup's gate (read on every Verify); the lookup is what the trust's parts drop entries from.
   const control: CacheControl = {
-    drop: (hash, version, source) => lookup.drop(hash, version, source),
+    drop: (hash, version, source, undelivered) => lookup.drop(hash, version, source, undelivered),
     clear: () => lookup.clear(),
     prune: () => lookup.prune(),
   };

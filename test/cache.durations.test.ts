@@ -41,6 +41,7 @@ describe('deriveDurations', () => {
       redisConnectTimeoutMs: 1_000,
       // 2 × (1000 + 100) + 250 + 1000 + 1000, as createCaches computed it before.
       fillGuardRetentionMs: 4_450,
+      heldFloorRetentionMs: 360_000,
       outboxRetentionMs: 360_000,
       outboxPruneEveryMs: 60_000,
       sealGraceMs: 5_000,
@@ -133,6 +134,10 @@ describe('checkDurations', () => {
   it('refuses an outbox retention not longer than the Redis TTL plus the seal grace', () => {
     refused(defaults, [/^the outbox retention \(305000 ms\) must be longer than KEYWARD_REDIS_TTL_MS=300000 plus the seal's grace \(5000 ms\)/], broken({ outboxRetentionMs: 305_000 }));
   });
+
+  it('refuses a held-floor retention not longer than the Redis TTL plus the seal grace', () => {
+    refused(defaults, [/^the held-floor retention \(305000 ms\) must be longer than KEYWARD_REDIS_TTL_MS=300000 plus the seal's grace \(5000 ms\)/], broken({ heldFloorRetentionMs: 305_000 }));
+  });
 });
 
 describe('FillGuard timing', () => {
@@ -156,6 +161,25 @@ describe('FillGuard timing', () => {
     // The floor is gone: a lookup that began before it may not fill; one after may.
     assert.equal(guard.mayFill('h', 1, before), false);
     assert.equal(guard.mayFill('h', 2, guard.ticket()), true);
+  });
+
+  it('holds the floor of an undelivered change until old Redis entries have expired, while ordinary floors go', () => {
+    const time = clock();
+    const guard = new FillGuard(5_000, time.now, 60_000);
+    guard.changed('relayed-late', 7, true);
+    guard.changed('announced', 3);
+    time.advance(5_000);
+    guard.prune();
+    assert.equal(guard.isStale('announced', 2), false, 'the ordinary floor is gone');
+    assert.equal(guard.isStale('relayed-late', 6), true, 'a Redis copy older than the undelivered change still counts as a miss');
+    assert.equal(guard.mayFill('relayed-late', 7, guard.ticket()), true, 'the new version may fill');
+    time.advance(54_999);
+    guard.prune();
+    assert.equal(guard.isStale('relayed-late', 6), true);
+    time.advance(1);
+    guard.prune();
+    assert.equal(guard.isStale('relayed-late', 6), false);
+    assert.equal(guard.size, 0);
   });
 
   it('is unmoved by steps of the wall clock, forward or back', (t) => {

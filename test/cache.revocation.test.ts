@@ -6,7 +6,7 @@ import { KeyFormat, hashSecret } from '../src/keys/KeyFormat';
 import { newAccountId, testRedisUrl } from './helpers/env';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
-import { scrapeMetrics } from './helpers/metrics';
+import { scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { entryPayload } from './helpers/redisEntries';
 import { waitUntil } from './helpers/waitUntil';
 
@@ -168,9 +168,14 @@ describe('three instances on one Postgres and Redis', () => {
     };
     assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: secret })), { local: 0, redis: 0, postgres: 1, negative: 0 });
     assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: secret })), { local: 1, redis: 0, postgres: 0, negative: 0 });
+    // B fills Redis after answering (nobody waits for a fill): C's lookup must come after the fill landed.
+    await waitUntil('B filled Redis', async () => (await redis.hexists(`${fleet.redisPrefix}key:${hashSecret(secret)}`, 'd')) === 1);
+    await waitForMetric(port(c), (m) => m.get('keyward_cache_trusted') === 1);
     assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: secret })), { local: 0, redis: 1, postgres: 0, negative: 0 });
     assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 1, negative: 0 });
     assert.deepEqual(await deltas(b, () => b().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 0, negative: 1 });
+    await waitUntil('B filled Redis with "no such key"', async () => (await redis.hexists(`${fleet.redisPrefix}key:${hashSecret(unknown)}`, 'd')) === 1);
+    await waitForMetric(port(c), (m) => m.get('keyward_cache_trusted') === 1);
     assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: unknown })), { local: 0, redis: 0, postgres: 0, negative: 1 });
     assert.deepEqual(await deltas(c, () => c().verifier.verify({ key: 'fsm_live_malformed' })), { local: 0, redis: 0, postgres: 0, negative: 0 });
     const metrics = await scrapeMetrics(port(c));

@@ -6,10 +6,18 @@ import { performance } from 'node:perf_hooks';
  * it read into a cache. Every change heard of leaves a version floor for its
  * hash; a fill older than the floor is refused, and so is one whose ticket
  * predates a `reset()` (trust lost) or a floor since forgotten.
+ *
+ * A change read from the outbox that no instance has written into Redis yet
+ * (undelivered) is `held`: its floor is kept much longer (until any Redis
+ * entry older than it has expired), because relaying a large backlog into
+ * Redis (a bulk change) can take longer than the usual retention, and an
+ * old Redis copy must count as a miss until the tombstone lands.
  */
 export class FillGuard {
   /** hash → newest version heard of, with the generation and (monotonic) time it was heard (insertion-ordered). */
   private readonly floors = new Map<string, { version: number; generation: number; at: number }>();
+  /** The same for held floors (kept `heldMs`), apart so that each map stays ordered by time. */
+  private readonly held = new Map<string, { version: number; generation: number; at: number }>();
   private generation = 0;
   /** Tickets below this were issued before a reset or a forgotten floor. */
   private oldestValidTicket = 0;
@@ -25,20 +33,23 @@ export class FillGuard {
   constructor(
     private readonly retentionMs: number,
     private readonly now: () => number = () => performance.now(),
+    /** How long a held floor is kept (Durations.heldFloorRetentionMs). */
+    private readonly heldMs: number = retentionMs,
   ) {}
 
   ticket(): number {
     return this.generation;
   }
 
-  /** Records that `hash` changed to `version`. */
-  changed(hash: string, version: number): void {
+  /** Records that `hash` changed to `version`; `held`: the change may not be in Redis for a long while. */
+  changed(hash: string, version: number, held = false): void {
     const now = this.now();
     this.generation++;
-    const existing = this.floors.get(hash);
+    const floors = held ? this.held : this.floors;
+    const existing = floors.get(hash);
     if (existing === undefined || existing.version < version) {
-      this.floors.delete(hash);
-      this.floors.set(hash, { version, generation: this.generation, at: now });
+      floors.delete(hash);
+      floors.set(hash, { version, generation: this.generation, at: now });
     }
   }
 
@@ -56,20 +67,28 @@ export class FillGuard {
   /** Whether a change newer than `version` of this hash was heard of recently. */
   isStale(hash: string, version: number): boolean {
     const floor = this.floors.get(hash);
-    return floor !== undefined && version < floor.version;
+    if (floor !== undefined && version < floor.version) return true;
+    if (this.held.size === 0) return false;
+    const held = this.held.get(hash);
+    return held !== undefined && version < held.version;
   }
 
   /** Forgets floors older than the retention; fills whose tickets predate them are then refused. */
   prune(): void {
     const now = this.now();
-    for (const [hash, floor] of this.floors) {
-      if (now - floor.at < this.retentionMs) break;
-      this.floors.delete(hash);
+    this.pruneMap(this.floors, now, this.retentionMs);
+    this.pruneMap(this.held, now, this.heldMs);
+  }
+
+  private pruneMap(floors: Map<string, { generation: number; at: number }>, now: number, retentionMs: number): void {
+    for (const [hash, floor] of floors) {
+      if (now - floor.at < retentionMs) break;
+      floors.delete(hash);
       this.oldestValidTicket = Math.max(this.oldestValidTicket, floor.generation);
     }
   }
 
   get size(): number {
-    return this.floors.size;
+    return this.floors.size + this.held.size;
   }
 }

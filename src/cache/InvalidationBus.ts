@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { Command, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KeyState } from '../keys/VerifiableKey';
+import { LEASE_MEMORY_MS } from './durations';
 import { type Member, type RedisTier, memberOf } from './RedisTier';
 
 /** What the bus reports (CacheTrust turns all but `invalidate` into TrustMachine events). */
@@ -116,8 +117,6 @@ class AckWait {
   }
 }
 
-/** How long a lease seen in the member list is remembered after it was last seen. */
-const REMEMBER_LEASES_MS = 120_000;
 
 /**
  * The Redis pub/sub side of invalidation, on a subscriber connection of its
@@ -187,7 +186,7 @@ export class InvalidationBus {
     let longest = this.leaseMs;
     for (const member of members) longest = Math.max(longest, member.leaseMs ?? 0);
     for (const [id, seen] of this.leases) {
-      if (now - seen.seenAt > REMEMBER_LEASES_MS) this.leases.delete(id);
+      if (now - seen.seenAt > LEASE_MEMORY_MS) this.leases.delete(id);
       else longest = Math.max(longest, seen.leaseMs);
     }
     return longest;

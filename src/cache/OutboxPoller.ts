@@ -77,7 +77,8 @@ export class OutboxPoller {
         return;
       }
       const readMs = performance.now() - sent;
-      for (const row of read.fresh) this.control.drop(row.hash, row.version, 'outbox');
+      // An undelivered change may reach Redis only when a relay gets to it: its floor is held until then.
+      for (const row of read.fresh) this.control.drop(row.hash, row.version, 'outbox', !row.delivered);
       // Applied here: the next read starts after this one even if the relay
       // below fails (what it had to relay stays undelivered, so overdue reads find it).
       this.snapshot = read.snapshot;

@@ -42,9 +42,10 @@ export interface CacheControl {
   /**
    * The one way a change reaches the caches: drops copies of `hash` older
    * than `version` and any lookup of it in flight, and leaves a version floor
-   * against stale fills. Counted by `source`.
+   * against stale fills (held long when `undelivered`: an outbox row that
+   * no instance has written into Redis yet). Counted by `source`.
    */
-  drop(hash: string, version: number, source: DropSource): void;
+  drop(hash: string, version: number, source: DropSource, undelivered?: boolean): void;
   /** Empties the in-process cache, forgets lookups in flight, refuses fills begun before. */
   clear(): void;
   /** Forgets version floors past their retention. */
@@ -112,9 +113,9 @@ export class TieredLookup implements KeyLookup, CacheControl {
     return pending;
   }
 
-  drop(hash: string, version: number, source: DropSource): void {
+  drop(hash: string, version: number, source: DropSource, undelivered = false): void {
     this.counts.drops[source]++;
-    this.guard.changed(hash, version);
+    this.guard.changed(hash, version, undelivered);
     this.local?.drop(hash, version);
     this.inflight.delete(hash);
   }

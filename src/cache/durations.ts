@@ -34,6 +34,12 @@ export function waitOutMs(leaseMs: number, relayAfterMs: number): number {
 export const SEAL_GRACE_MS = 5_000;
 /** How often the invalidation outbox is pruned of rows past its retention. */
 export const OUTBOX_PRUNE_EVERY_MS = 60_000;
+/**
+ * How long an instance remembers a lease it saw in the member list after it
+ * last saw it, so that a list wiped, evicted or emptied by a step of Redis's
+ * clock does not make the fleet's leases unknown to an announcer in doubt.
+ */
+export const LEASE_MEMORY_MS = 120_000;
 
 export interface Durations {
   /**
@@ -126,6 +132,13 @@ export interface Durations {
    */
   readonly fillGuardRetentionMs: number;
   /**
+   * How long FillGuard keeps the floor of a change read from the outbox
+   * undelivered (no instance wrote it into Redis yet): the relay of a large
+   * backlog can take longer than `fillGuardRetentionMs`, so it is kept until
+   * any Redis entry older than the change has expired (the outbox retention).
+   */
+  readonly heldFloorRetentionMs: number;
+  /**
    * Outbox rows are kept this long (and repaired into Redis after a loss of
    * trust): longer than any Redis entry lives, TTL plus the seal's grace, with
    * the rest of a minute for clocks that differ between instances and PostgreSQL.
@@ -161,6 +174,7 @@ export function deriveDurations(config: DurationInputs): Durations {
     redisConnectTimeoutMs: Math.max(1_000, cache.redisTimeoutMs * 10),
     fillGuardRetentionMs: 2 * longestLookupMs + relayAfterMs + lease + 1_000,
     outboxRetentionMs: cache.redisTtlMs + 60_000,
+    heldFloorRetentionMs: cache.redisTtlMs + 60_000,
     outboxPruneEveryMs: OUTBOX_PRUNE_EVERY_MS,
     sealGraceMs: SEAL_GRACE_MS,
   };
@@ -227,6 +241,11 @@ export function checkDurations(config: DurationInputs, d: Durations = deriveDura
     fail(
       `the FillGuard retention (${d.fillGuardRetentionMs} ms) must be longer than ${VERIFY_TIMEOUT}=${db.verifyTimeoutMs} plus ${REDIS_TIMEOUT}=${cache.redisTimeoutMs} plus ${ACK_TIMEOUT}=${cache.ackTimeoutMs} plus ${lease}: a floor forgotten before the change reached Redis lets an old Redis copy be trusted`,
     );
+  }
+  // Safety. An undelivered change's floor must outlast every Redis entry older than it (sealed expiry and grace),
+  // however long the relay of a backlog takes.
+  if (d.heldFloorRetentionMs <= cache.redisTtlMs + d.sealGraceMs) {
+    fail(`the held-floor retention (${d.heldFloorRetentionMs} ms) must be longer than ${REDIS_TTL}=${cache.redisTtlMs} plus the seal's grace (${d.sealGraceMs} ms): an old Redis copy of an undelivered change could be trusted before its tombstone lands`);
   }
   // Safety. The repair after a loss of trust tombstones the retained rows; an older change's
   // entries must all have expired, sealed expiry and grace included.
