@@ -340,6 +340,27 @@ describe('cache coherence under faults', () => {
     await assertNoLeaks();
   });
 
+  it('trusts its caches again within a few leases once a PostgreSQL that answered slower than the outbox read limit (connects cut by the limit too) answers in time again', async () => {
+    const pgProxy = await FaultProxy.toTestDatabase();
+    const fleet = await Fleet.startEach([{ DATABASE_URL: pgProxy.databaseUrl(), KEYWARD_LOG_LEVEL: 'debug' }]);
+    const instance = fleet.at(0);
+    try {
+      pgProxy.delayResponses(600);
+      // A read cut by the limit drops the outbox connection; the next one must connect through the delay and is cut while connecting.
+      await instance.server.waitFor((line) => line.msg === 'reading the invalidation outbox failed' && (line.failure as { phase?: string } | undefined)?.phase === 'connect');
+      await instance.server.waitFor((line) => line.event === 'outbox-lapsed');
+      assert.equal((await scrapeMetrics(instance.server.metricsPort as number)).get('keyward_cache_trusted'), 0, 'the outbox proof lapsed while PostgreSQL was slow');
+      pgProxy.delayResponses(0);
+      // Before the fix, a connect cut by keyward's limit never settled, and the outbox reads stopped for good.
+      await waitForMetric(instance.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1, 10_000);
+    } finally {
+      pgProxy.delayResponses(0);
+      assert.deepEqual(await fleet.stop(), [0]);
+      await pgProxy.close();
+    }
+    await assertNoLeaks();
+  });
+
   it('answers REVOKED on every instance, 5 rounds, for a revoke made by an instance cut off from Redis while Postgres is slow (not down) for another', async () => {
     const redis = await PrivateRedis.start();
     const redisProxy = await FaultProxy.start('127.0.0.1', redis.port);

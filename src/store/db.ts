@@ -131,6 +131,8 @@ export class DedicatedConnection {
   private lost = 0;
   /** The last statement queued: the next one runs after it settles. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** The client of the connection attempt under way. */
+  private pendingClient: pg.Client | undefined;
 
   constructor(
     private readonly connectionString: string,
@@ -147,73 +149,88 @@ export class DedicatedConnection {
     return result;
   };
 
+  /**
+   * One statement, connecting first if needed, within `timeoutMs` in all:
+   * at the limit keyward stops waiting (it never relies on the driver to
+   * settle a connect or a query it ended) and drops the connection, so that
+   * the next statement of the queue can begin.
+   */
   private async runNow<Row extends pg.QueryResultRow>(text: string, values: readonly unknown[], timeoutMs: number): Promise<Row[]> {
-    const deadline = performance.now() + timeoutMs;
     let phase: FailurePhase = 'connect';
     let timedOut = false;
     const lostBefore = this.lost;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.discard();
+        reject(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+    });
     try {
-      const client = await this.connect(timeoutMs, () => {
-        timedOut = true;
-      });
+      const client = await Promise.race([this.connect(), expired]);
       phase = 'query';
-      // At the limit the connection is ended (and made anew next time): the statement fails at once.
-      const timer = setTimeout(() => {
-        timedOut = true;
-        if (this.client === client) this.discard();
-      }, Math.max(1, deadline - performance.now()));
-      try {
-        const result = await client.query<Row>({ text, values: values as unknown[] });
-        return result.rows;
-      } finally {
-        clearTimeout(timer);
-      }
+      const answer = client.query<Row>({ text, values: values as unknown[] });
+      answer.catch(() => {}); // settled here or by the race; never unhandled
+      return (await Promise.race([answer, expired])).rows;
     } catch (thrown) {
       this.discard();
       throw storeError(coerceError(thrown), phase, { timedOut, connectionLost: this.lost !== lostBefore });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   async close(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    this.connecting = undefined;
+    this.discard();
     await client?.end().catch(() => {});
   }
 
-  /** Connects (once at a time); `onTimeout` runs if keyward's limit ends the attempt. */
-  private connect(timeoutMs: number, onTimeout: () => void): Promise<pg.Client> {
+  /** Connects, once at a time; an attempt abandoned by discard() ends its client when it completes. */
+  private connect(): Promise<pg.Client> {
     if (this.client !== undefined) return Promise.resolve(this.client);
-    this.connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: this.connectionString, application_name: 'keyward-outbox', keepAlive: true });
-      client.on('error', (error) => {
-        this.lost++;
-        this.logger.debug({ err: error }, 'outbox connection failed');
-        if (this.client === client) this.discard();
-      });
-      const timer = setTimeout(() => {
-        onTimeout();
-        client.end().catch(() => {});
-      }, timeoutMs);
-      try {
-        await client.connect();
-      } catch (error) {
+    if (this.connecting !== undefined) return this.connecting;
+    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'keyward-outbox', keepAlive: true });
+    client.on('error', (error) => {
+      this.lost++;
+      this.logger.debug({ err: error }, 'outbox connection failed');
+      if (this.client === client) this.discard();
+    });
+    const attempt: Promise<pg.Client> = client.connect().then(
+      () => {
+        if (this.connecting !== attempt) {
+          client.end().catch(() => {});
+          throw new Error('connection attempt abandoned');
+        }
         this.connecting = undefined;
-        await client.end().catch(() => {});
+        this.pendingClient = undefined;
+        this.client = client;
+        return client;
+      },
+      (error: unknown) => {
+        if (this.connecting === attempt) this.connecting = undefined;
+        client.end().catch(() => {});
         throw error;
-      } finally {
-        clearTimeout(timer);
-      }
-      this.client = client;
-      this.connecting = undefined;
-      return client;
-    })();
-    return this.connecting;
+      },
+    );
+    attempt.catch(() => {}); // its callers may have stopped waiting (time limit)
+    this.connecting = attempt;
+    this.pendingClient = client;
+    return attempt;
   }
 
+  /** Drops the connection (and any attempt under way): the next statement connects anew. */
   private discard(): void {
     const client = this.client;
     this.client = undefined;
     client?.end().catch(() => {});
+    if (this.connecting !== undefined) {
+      this.connecting = undefined;
+      // An attempt that never settles (pg does not settle connect() after end()) is simply forgotten.
+      this.pendingClient?.end().catch(() => {});
+    }
+    this.pendingClient = undefined;
   }
 }
