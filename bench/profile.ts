@@ -9,6 +9,11 @@
  * Node's HTTP/2, garbage collection, protobuf, keyward's own code… per call.
  * Writes bench/results/profile.md and keeps the .cpuprofile files (open them
  * in Chrome DevTools) under bench/results/profiles/ (not committed).
+ *
+ * BENCH_PROFILE_CASE=redis profiles the Redis hit instead (keyward with its
+ * in-process cache off: a call reads Redis and checks the entry's MAC, or
+ * waits for a read of the same key already in flight) and writes
+ * bench/results/profile-redis.md.
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, cpus, release, totalmem } from 'node:os';
@@ -29,6 +34,10 @@ const WINDOWS = 4;
 const WINDOW_SECONDS = 5;
 const WARM_SECONDS = 8;
 const SAMPLING_US = 100;
+/** Which keyward case is profiled: the in-process hit (default), or the Redis hit. */
+const CASE = process.env.BENCH_PROFILE_CASE ?? 'in-process';
+if (CASE !== 'in-process' && CASE !== 'redis') throw new Error(`BENCH_PROFILE_CASE: ${CASE} is neither in-process nor redis`);
+const CASE_LABEL = CASE === 'redis' ? 'warm key, in-process cache off: Redis hit with its MAC check' : 'warm key, in-process hit';
 
 interface ProfileNode {
   readonly id: number;
@@ -112,7 +121,11 @@ async function main(): Promise<void> {
     await withScratchDatabase('keyward_bench_profile', async (database) => {
       const [secret] = await seedKeys(database, 1_000, { accountId: 'bench-account', scopes: ['jobs:read', 'technicians:read'], ipWhitelist: ['203.0.113.0/24'] });
       const hot = { key: secret as string, clientIp: '203.0.113.7', requiredScopes: ['jobs:read'] };
-      const keyward = await startKeyward('keyward', { DATABASE_URL: database, REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: 'bench-profile:' }, profArgs(dirs.keyward));
+      const keyward = await startKeyward(
+        'keyward',
+        { DATABASE_URL: database, REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: 'bench-profile:', ...(CASE === 'redis' ? { KEYWARD_LOCAL_CACHE: 'false' } : {}) },
+        profArgs(dirs.keyward),
+      );
       const body = benchFile(verifyBody(hot));
       const targets: Array<{ target: Target; windows: Array<[number, number]>; calls: number; cpuUs: number }> = [];
       try {
@@ -157,7 +170,7 @@ async function main(): Promise<void> {
         '',
         `${new Date().toISOString()} · ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()} ${arch()}, Node ${process.version}`,
         '',
-        `The floor and keyward (warm key, in-process hit) under \`--cpu-prof --cpu-prof-interval=${SAMPLING_US}\`, loaded by h2load at ${IN_FLIGHT} in flight in ${WINDOWS} alternating windows of ${WINDOW_SECONDS} s each, after ${WARM_SECONDS} s of warm-up. Self time of the main thread's samples inside the windows, per call. The process's CPU per call (process.cpuUsage) also counts libuv's and V8's helper threads, which the profile does not sample.`,
+        `The floor and keyward (${CASE_LABEL}) under \`--cpu-prof --cpu-prof-interval=${SAMPLING_US}\`, loaded by h2load at ${IN_FLIGHT} in flight in ${WINDOWS} alternating windows of ${WINDOW_SECONDS} s each, after ${WARM_SECONDS} s of warm-up. Self time of the main thread's samples inside the windows, per call. The process's CPU per call (process.cpuUsage) also counts libuv's and V8's helper threads, which the profile does not sample.`,
         '',
         `| | floor | keyward | keyward − floor |`,
         '|---|---:|---:|---:|',
@@ -190,7 +203,7 @@ async function main(): Promise<void> {
         '',
       ].join('\n');
       mkdirSync(out, { recursive: true });
-      writeFileSync(path.join(out, 'profile.md'), lines);
+      writeFileSync(path.join(out, CASE === 'in-process' ? 'profile.md' : `profile-${CASE}.md`), lines);
       console.log(lines);
     });
   } finally {

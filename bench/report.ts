@@ -38,6 +38,8 @@ export interface Row {
   readonly cpuRatio: number | undefined;
   readonly usageStatementsPer100k: number;
   readonly postgresLookupsPer100k: number;
+  /** Verify lookups answered by Redis: below 100,000 when calls of one key share a read (the in-process cache off, one hot key). */
+  readonly redisLookupsPer100k: number;
 }
 
 /**
@@ -68,6 +70,7 @@ export function aggregate(steps: readonly StepResult[], cases: readonly CaseInfo
         cpuRatio: ratios.length === 0 ? undefined : median(mine.map((s) => s.cpuUsPerCall / (s.floor?.cpuUsPerCall ?? 1))),
         usageStatementsPer100k: (100_000 * mine.reduce((sum, s) => sum + s.usageStatements, 0)) / calls,
         postgresLookupsPer100k: (100_000 * mine.reduce((sum, s) => sum + s.postgresLookups, 0)) / calls,
+        redisLookupsPer100k: (100_000 * mine.reduce((sum, s) => sum + s.redisLookups, 0)) / calls,
       });
     }
   }

@@ -61,6 +61,11 @@ export async function startKeyward(
   nodeArgs: readonly string[] = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
 ): Promise<Target & { server: ServerProcess }> {
   const server = await ServerProcess.start({ KEYWARD_METRICS_ADDR: '127.0.0.1:0', KEYWARD_HEAP_GROWING_PERCENT: process.env.KEYWARD_HEAP_GROWING_PERCENT, ...env }, 30_000, nodeArgs);
+  let stopping = false;
+  // A server that dies during the run would otherwise show only as a refused scrape: say how, with its last words.
+  server.child.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`\nbench: ${name} (pid ${server.child.pid}) exited during the run (code ${code}, signal ${signal}); its last output:\n${server.log.slice(-3_000)}\n`);
+  });
   return {
     name,
     port: server.port,
@@ -84,6 +89,7 @@ export async function startKeyward(
       };
     },
     async stop() {
+      stopping = true;
       await server.stop();
     },
   };

@@ -202,11 +202,14 @@ export class FaultProxy {
       return;
     }
     const upstream = net.connect(this.targetPort, this.targetHost);
-    const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]>, startup: undefined as string | undefined };
+    const pair = { client, upstream, held: [] as Array<[net.Socket, Buffer]>, startup: undefined as string | undefined, lastDelayedAt: 0 };
     this.pairs.add(pair);
     const forward = (to: net.Socket, delayed: boolean) => (data: Buffer) => {
       if (!delayed) pair.startup ??= data.toString('latin1');
-      const delay = delayed && (this.delayOnly === undefined || pair.startup?.includes(this.delayOnly) === true) ? this.responseDelayMs : 0;
+      const wanted = delayed && (this.delayOnly === undefined || pair.startup?.includes(this.delayOnly) === true) ? this.responseDelayMs : 0;
+      // Never ahead of a chunk still waiting out an earlier (longer) delay in this direction: no network reorders a connection's bytes.
+      const delay = delayed ? Math.max(wanted, pair.lastDelayedAt - performance.now()) : 0;
+      if (delayed && delay > 0) pair.lastDelayedAt = performance.now() + delay;
       const holdAnswer = delayed && this.holdsAnswer(pair);
       this.watchAnswers(pair, data, delayed, this.mode === 'stall' || delay > 0 || holdAnswer);
       if (holdAnswer) {
