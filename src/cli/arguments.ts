@@ -1,0 +1,31 @@
+import { Environment } from '../gen/keyward/v1/keyward';
+import { usageError } from './CliError';
+
+/** Values given as several arguments, repeated flags or comma-separated lists, in order. */
+export function splitList(values: readonly string[] | undefined): string[] {
+  return (values ?? []).flatMap((value) => value.split(',')).map((value) => value.trim()).filter((value) => value !== '');
+}
+
+/** `live` or `test` (commander has already refused anything else). */
+export function parseEnvironment(value: string): Environment {
+  return value === 'live' ? Environment.ENVIRONMENT_LIVE : Environment.ENVIRONMENT_TEST;
+}
+
+const RELATIVE = /^(\d+)([dh])$/;
+
+/**
+ * An expiry: an ISO 8601 date (`2027-01-31`, midnight UTC) or date and time
+ * (`2027-01-31T18:00:00Z`), or a time from now (`90d`, `12h`).
+ */
+export function parseExpiry(value: string, now = Date.now()): Date {
+  const relative = RELATIVE.exec(value);
+  if (relative !== null) {
+    const hours = Number(relative[1]) * (relative[2] === 'd' ? 24 : 1);
+    return new Date(now + hours * 3_600_000);
+  }
+  const date = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(value) ? new Date(value) : new Date(Number.NaN);
+  if (Number.isNaN(date.getTime())) {
+    throw usageError(`--expires ${JSON.stringify(value)}: not a date (2027-01-31, 2027-01-31T18:00:00Z) or a time from now (90d, 12h)`);
+  }
+  return date;
+}

@@ -1,0 +1,98 @@
+import { type Command, Option } from 'commander';
+import type { ApiKey } from '../gen/keyward/v1/keyward';
+import { CliError, EXIT, usageError } from './CliError';
+import { accountOption, adminAction, print, printKey } from './adminAction';
+import { parseEnvironment, parseExpiry, splitList } from './arguments';
+import { confirm } from './confirm';
+import { registerKeyChangeCommands } from './keyChangeCommands';
+import { apiKeyJson, formatKey, formatKeyTable, json } from './output';
+
+/** `keyward keys …`: create, list, show, scopes, whitelist, revoke. */
+export function registerKeysCommands(program: Command): void {
+  const keys = program
+    .command('keys')
+    .description('create, list, show, change and revoke API keys (admin token: --token-file, KEYWARD_ADMIN_TOKEN or --token)');
+
+  keys
+    .command('create')
+    .description('create a key and print its secret on stdout, this one time')
+    .addOption(accountOption())
+    .requiredOption('--name <name>', 'what the key is for, e.g. "CRM integration"')
+    .addOption(new Option('--env <environment>', 'live (fsm_live_…) or test (fsm_test_…)').choices(['live', 'test']).makeOptionMandatory())
+    .requiredOption('--scope <scope...>', 'scopes to grant (several, repeated or comma-separated), e.g. jobs:read')
+    .option('--ip <cidr...>', 'addresses or CIDR ranges the key may be used from (default: any)')
+    .option('--expires <date>', 'expiry: 2027-01-31, 2027-01-31T18:00:00Z, or from now: 90d, 12h (default: never)')
+    .action(
+      adminAction(async (client, options) => {
+        const { env, scope, ip, expires, name } = options as unknown as { env: string; scope: string[]; ip?: string[]; expires?: string; name: string };
+        const response = await client.createKey({
+          accountId: options.account,
+          name,
+          environment: parseEnvironment(env),
+          scopes: splitList(scope),
+          ipWhitelist: splitList(ip),
+          expiresAt: expires === undefined ? undefined : parseExpiry(expires),
+        });
+        if (response.key === undefined) throw new CliError('the server answered without a key');
+        if (options.json === true) {
+          print(json({ key: apiKeyJson(response.key), secret: response.secret }));
+        } else {
+          process.stderr.write(formatKey(response.key));
+          print(`${response.secret}\n`);
+        }
+        process.stderr.write(`keyward: this is the only time the secret of key ${response.key.id} is shown; store it now, it will not be shown again.\n`);
+      }),
+    );
+
+  keys
+    .command('list')
+    .description("list an account's keys, newest first (every page)")
+    .addOption(accountOption())
+    .option('--include-revoked', 'list revoked keys too')
+    .action(
+      adminAction(async (client, options) => {
+        const includeRevoked = (options as unknown as { includeRevoked?: boolean }).includeRevoked === true;
+        const found: ApiKey[] = [];
+        let pageToken = '';
+        do {
+          const page = await client.listKeys({ accountId: options.account, includeRevoked, pageSize: 1000, pageToken });
+          found.push(...page.keys);
+          pageToken = page.nextPageToken;
+        } while (pageToken !== '');
+        print(options.json === true ? json({ keys: found.map(apiKeyJson) }) : formatKeyTable(found));
+      }),
+    );
+
+  keys
+    .command('show')
+    .description('show one key (never its secret)')
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        printKey((await client.getKey({ accountId: options.account, keyId })).key, options);
+      }),
+    );
+
+  registerKeyChangeCommands(keys);
+
+  keys
+    .command('revoke')
+    .description('revoke a key for good (asks first on a terminal; scripts pass --yes)')
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .option('-y, --yes', 'revoke without asking')
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        if ((options as unknown as { yes?: boolean }).yes !== true) {
+          if (process.stdin.isTTY !== true) {
+            throw usageError(`refusing to revoke ${keyId} without --yes: stdin is not a terminal to confirm on`);
+          }
+          const { key } = await client.getKey({ accountId: options.account, keyId });
+          const what = key === undefined ? keyId : `${key.id} "${key.name}" (${key.display}) of account ${key.accountId}`;
+          if (!(await confirm(`Revoke ${what}? This cannot be undone.`))) throw new CliError('not revoked', EXIT.failed);
+        }
+        printKey((await client.revokeKey({ accountId: options.account, keyId })).key, options);
+      }),
+    );
+}

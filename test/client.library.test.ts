@@ -1,0 +1,264 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type ServiceError, status } from '@grpc/grpc-js';
+import { Environment, KeywardClient, VerifyCode } from '../src/client';
+import { backoffMs } from '../src/client/retryPolicy';
+import { packageRoot } from '../src/packageRoot';
+import { assertGrpcError } from './helpers/clients';
+import { ADMIN_TOKEN, newAccountId } from './helpers/env';
+import { FaultProxy } from './helpers/FaultProxy';
+import { assertNoLeaks } from './helpers/leaks';
+import { scrapeMetrics } from './helpers/metrics';
+import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
+
+const ROOT = packageRoot();
+const VERIFIER_TOKEN = 'test-verifier-token-0123456789';
+/**
+ * Packages of the server (and the web frameworks the guard adapts to, which
+ * are the application's, not ours) that `keyward/client` must never load.
+ */
+const SERVER_PACKAGES = ['pg', 'pg-pool', 'ioredis', 'pino', 'prom-client', '@grpc/proto-loader', '@grpc/reflection', 'grpc-health-check', 'express', 'fastify'];
+
+/** The packages (by name) a fresh node process has loaded after requiring `specifier` from the package root. */
+function packagesLoadedBy(specifier: string): Promise<string[]> {
+  const script = `
+    require(${JSON.stringify(specifier)});
+    const names = new Set();
+    for (const file of Object.keys(require.cache)) {
+      const match = /node_modules[\\\\/]((?:@[^\\\\/]+[\\\\/])?[^\\\\/]+)/.exec(file);
+      if (match) names.add(match[1].replace(/\\\\/g, '/'));
+    }
+    process.stdout.write(JSON.stringify([...names].sort()));`;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['-e', script], { cwd: ROOT }, (error, stdout, stderr) =>
+      error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout) as string[]),
+    );
+  });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as ServiceError;
+  }
+  assert.fail('expected the call to fail');
+}
+
+/** Sum of a metric's samples whose `name{labels}` starts with `prefix`. */
+async function metricSum(port: number, prefix: string): Promise<number> {
+  let sum = 0;
+  for (const [name, value] of await scrapeMetrics(port)) if (name.startsWith(prefix)) sum += value;
+  return sum;
+}
+
+describe('keyward/client', () => {
+  describe('package', () => {
+    it('loads none of the server dependencies, through the package name as through the file', async () => {
+      for (const specifier of ['keyward/client', './dist/src/client/index.js']) {
+        const loaded = await packagesLoadedBy(specifier);
+        assert.ok(loaded.includes('@grpc/grpc-js'), `${specifier}: expected @grpc/grpc-js among ${loaded.join(', ')}`);
+        const server = loaded.filter((name) => SERVER_PACKAGES.includes(name));
+        assert.deepEqual(server, [], `${specifier} loaded server packages: ${server.join(', ')}`);
+      }
+    });
+
+    it('exports the client and the message types through the package exports map', async () => {
+      const script = `const c = require('keyward/client'); process.stdout.write(JSON.stringify({
+        client: typeof c.KeywardClient, ok: c.VerifyCode.VERIFY_CODE_OK, live: c.Environment.ENVIRONMENT_LIVE,
+        apiKey: typeof c.ApiKey.toJSON, file: require.resolve('keyward/client') }));`;
+      const exported = await new Promise<Record<string, unknown>>((resolve, reject) =>
+        execFile(process.execPath, ['-e', script], { cwd: ROOT }, (error, stdout) => (error ? reject(error) : resolve(JSON.parse(stdout)))),
+      );
+      assert.deepEqual(exported, {
+        client: 'function',
+        ok: VerifyCode.VERIFY_CODE_OK,
+        live: Environment.ENVIRONMENT_LIVE,
+        apiKey: 'function',
+        file: path.join(ROOT, 'dist', 'src', 'client', 'index.js'),
+      });
+    });
+
+    it('rests on generated code that imports only @bufbuild/protobuf and @grpc/grpc-js', () => {
+      for (const file of ['src/gen/keyward/v1/keyward.ts', 'src/gen/google/protobuf/timestamp.ts']) {
+        const source = readFileSync(path.join(ROOT, file), 'utf8');
+        const imported = [...source.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"/gm)].map((match) => match[1] as string);
+        const packages = imported.filter((specifier) => !specifier.startsWith('.'));
+        assert.ok(packages.length > 0, `no imports found in ${file}`);
+        for (const specifier of packages) assert.match(specifier, /^(@bufbuild\/protobuf|@grpc\/grpc-js)(\/|$)/, `${file} imports ${specifier}`);
+      }
+    });
+
+    it('refuses options it cannot honour', () => {
+      assert.throws(() => new KeywardClient({ address: '127.0.0.1:1', retries: -1 }), /retries/);
+      assert.throws(() => new KeywardClient({ address: '127.0.0.1:1', deadlineMs: 0 }), /deadlineMs/);
+      assert.throws(() => new KeywardClient({ address: '127.0.0.1:1', tls: { cert: Buffer.from('x') } }), /tls\.cert and tls\.key/);
+    });
+
+    it('rejects a token a header cannot carry, without echoing it', async () => {
+      const broken = new KeywardClient({ address: '127.0.0.1:1', adminToken: 'token-with\nline-break' });
+      try {
+        const error = await rejection(broken.createKey({}));
+        assert.match(error.message, /the token holds characters a gRPC header cannot carry/);
+        assert.doesNotMatch(error.message, /line-break/);
+      } finally {
+        broken.close();
+      }
+    });
+
+    it('backs off 25–50 ms before the first retry, doubling up to 1 s', () => {
+      assert.equal(backoffMs(1, () => 0), 25);
+      assert.equal(backoffMs(1, () => 1), 50);
+      assert.equal(backoffMs(2, () => 1), 100);
+      assert.equal(backoffMs(10, () => 1), 1_000);
+    });
+  });
+
+  describe('against a real server', () => {
+    let server: ServerProcess;
+    let client: KeywardClient;
+
+    before(async () => {
+      server = await ServerProcess.start({ KEYWARD_VERIFIER_TOKEN: VERIFIER_TOKEN, KEYWARD_METRICS_ADDR: '127.0.0.1:0' });
+      client = new KeywardClient({ address: server.address, adminToken: ADMIN_TOKEN, verifierToken: VERIFIER_TOKEN });
+    });
+
+    after(async () => {
+      client.close();
+      assert.equal(await server.stop(), 0);
+      await assertNoLeaks();
+    });
+
+    it('creates, reads, lists, changes, verifies and revokes a key', async () => {
+      const accountId = newAccountId();
+      const created = await client.createKey({
+        accountId,
+        name: 'client library',
+        environment: Environment.ENVIRONMENT_TEST,
+        scopes: ['jobs:read'],
+        ipWhitelist: ['203.0.113.7/24'],
+      });
+      assert.match(created.secret, /^fsm_test_[0-9A-Za-z]{49}$/);
+      const keyId = created.key?.id as string;
+      assert.deepEqual(created.key?.ipWhitelist, ['203.0.113.0/24']);
+
+      assert.equal((await client.getKey({ accountId, keyId })).key?.name, 'client library');
+      assert.deepEqual(
+        (await client.listKeys({ accountId })).keys.map((key) => key.id),
+        [keyId],
+      );
+
+      const verdict = await client.verify({ key: created.secret, clientIp: '203.0.113.9', requiredScopes: ['jobs:read'] });
+      assert.deepEqual([verdict.valid, verdict.code, verdict.httpStatus, verdict.keyId], [true, VerifyCode.VERIFY_CODE_OK, 200, keyId]);
+
+      assert.deepEqual((await client.updateScopes({ accountId, keyId, scopes: ['jobs:write', 'jobs:read'] })).key?.scopes, ['jobs:read', 'jobs:write']);
+      assert.deepEqual((await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] })).key?.ipWhitelist, []);
+      const fromElsewhere = await client.verify({ key: created.secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:write'] });
+      assert.equal(fromElsewhere.code, VerifyCode.VERIFY_CODE_OK);
+
+      const revoked = await client.revokeKey({ accountId, keyId });
+      assert.ok(revoked.key?.revokedAt instanceof Date);
+      const afterRevoke = await client.verify({ key: created.secret });
+      assert.deepEqual([afterRevoke.valid, afterRevoke.code, afterRevoke.httpStatus], [false, VerifyCode.VERIFY_CODE_REVOKED, 401]);
+      assert.deepEqual((await client.listKeys({ accountId })).keys, []);
+    });
+
+    it('rejects with the ServiceError: its code and the message naming the field', async () => {
+      const accountId = newAccountId();
+      await assertGrpcError(
+        client.createKey({ accountId, name: 'x', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:delete'] }),
+        status.INVALID_ARGUMENT,
+        /^scopes\[0\] "jobs:delete": unknown scope/,
+      );
+      await assertGrpcError(client.getKey({ accountId, keyId: '00000000-0000-4000-8000-000000000000' }), status.NOT_FOUND);
+    });
+
+    it('sends each token only where it belongs', async () => {
+      const adminOnly = new KeywardClient({ address: server.address, adminToken: ADMIN_TOKEN });
+      const verifierOnly = new KeywardClient({ address: server.address, verifierToken: VERIFIER_TOKEN });
+      const swapped = new KeywardClient({ address: server.address, adminToken: VERIFIER_TOKEN, verifierToken: ADMIN_TOKEN });
+      try {
+        await assertGrpcError(adminOnly.verify({ key: '' }), status.UNAUTHENTICATED);
+        assert.equal((await verifierOnly.verify({ key: '' })).code, VerifyCode.VERIFY_CODE_MISSING_KEY);
+        await assertGrpcError(verifierOnly.listKeys({ accountId: newAccountId() }), status.UNAUTHENTICATED);
+        await assertGrpcError(swapped.listKeys({ accountId: newAccountId() }), status.UNAUTHENTICATED);
+        await assertGrpcError(swapped.verify({ key: '' }), status.UNAUTHENTICATED);
+      } finally {
+        adminOnly.close();
+        verifierOnly.close();
+        swapped.close();
+      }
+    });
+
+    it('gives up at the deadline when the server stalls, retries included', async () => {
+      const proxy = await FaultProxy.start('127.0.0.1', server.port);
+      const stalled = new KeywardClient({ address: `127.0.0.1:${proxy.port}`, adminToken: ADMIN_TOKEN, verifierToken: VERIFIER_TOKEN, deadlineMs: 1_500, retries: 2 });
+      try {
+        // Connected first, so that what is measured is the call, not the connection.
+        assert.equal((await stalled.verify({ key: '' })).code, VerifyCode.VERIFY_CODE_MISSING_KEY);
+        proxy.stall();
+        let started = Date.now();
+        const error = await rejection(stalled.verify({ key: '' }));
+        let elapsed = Date.now() - started;
+        assert.equal(error.code, status.DEADLINE_EXCEEDED, error.details);
+        assert.ok(elapsed >= 1_490 && elapsed < 2_900, `gave up after ${elapsed} ms, deadline 1500 ms for the call and its retries`);
+
+        started = Date.now();
+        assert.equal((await rejection(stalled.listKeys({ accountId: newAccountId() }, { deadlineMs: 150 }))).code, status.DEADLINE_EXCEEDED);
+        elapsed = Date.now() - started;
+        assert.ok(elapsed >= 140 && elapsed < 1_200, `gave up after ${elapsed} ms, per-call deadline 150 ms`);
+        started = Date.now();
+        assert.equal((await rejection(stalled.revokeKey({ accountId: newAccountId(), keyId: '00000000-0000-4000-8000-000000000000' }, { deadlineMs: 150 }))).code, status.DEADLINE_EXCEEDED);
+        assert.ok(Date.now() - started < 1_200);
+      } finally {
+        stalled.close();
+        await proxy.close();
+      }
+    });
+
+    it('retries Verify when the connection drops under it, and never retries a change', async () => {
+      const metricsPort = server.metricsPort as number;
+      const accountId = newAccountId();
+      const { key, secret } = await client.createKey({ accountId, name: 'retries', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'] });
+      const keyId = key?.id as string;
+      const proxy = await FaultProxy.start('127.0.0.1', server.port);
+      const flaky = new KeywardClient({ address: `127.0.0.1:${proxy.port}`, adminToken: ADMIN_TOKEN, verifierToken: VERIFIER_TOKEN, deadlineMs: 10_000, retries: 2 });
+      const verifies = (): Promise<number> => metricSum(metricsPort, 'keyward_verify_total{');
+      const changes = (): Promise<number> => metricSum(metricsPort, 'keyward_admin_calls_total{method="UpdateScopes"');
+      try {
+        await flaky.getKey({ accountId, keyId });
+        // Each request reaches the server and is answered there; the answer (everything after the request on
+        // its connection, while a new connection's start-up flows) is held in the proxy until the connection is
+        // cut under it, which the client sees as UNAVAILABLE.
+        proxy.holdAnswersTo(secret);
+
+        const verifiesBefore = await verifies();
+        const verify = rejection(flaky.verify({ key: secret }));
+        for (let attempt = 1; attempt <= 3; attempt++) {
+          await waitUntil(`Verify attempt ${attempt} answered by the server`, async () => (await verifies()) - verifiesBefore >= attempt);
+          proxy.cut();
+        }
+        assert.equal((await verify).code, status.UNAVAILABLE);
+        assert.equal((await verifies()) - verifiesBefore, 3, 'Verify: one call and two retries');
+
+        proxy.holdAnswersTo(keyId);
+        const changesBefore = await changes();
+        const change = rejection(flaky.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }));
+        await waitUntil('UpdateScopes answered by the server', async () => (await changes()) > changesBefore);
+        proxy.cut();
+        // Had the client retried, the retry's answer would be held, and the call would end at its deadline.
+        const error = await change;
+        assert.equal(error.code, status.UNAVAILABLE, error.details);
+        assert.equal((await changes()) - changesBefore, 1, 'UpdateScopes: one call, no retry');
+        assert.deepEqual((await client.getKey({ accountId, keyId })).key?.scopes, ['jobs:write'], 'the change whose answer was lost was applied');
+      } finally {
+        flaky.close();
+        await proxy.close();
+      }
+    });
+  });
+});
