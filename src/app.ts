@@ -20,7 +20,7 @@ import { deriveDurations } from './cache/durations';
 import { EntrySeal } from './cache/EntrySeal';
 import type { Config } from './config';
 import { createAdminService } from './grpc/adminService';
-import { createTokenCheck } from './grpc/auth';
+import { createAdminAuthFailureReporter, createAdminAuthenticator, createAdminTokenCheck, createTokenCheck } from './grpc/auth';
 import { SERVICE_NAMES, bindServer, createGrpcServer, shutdownServer } from './grpc/server';
 import { type ServerTls, startTls } from './grpc/tls';
 import { createVerifierService } from './grpc/verifierService';
@@ -124,7 +124,12 @@ export function createApp(config: Config, logger: Logger): App {
     const verifier = new Verifier(format, catalog, lookup, usage, metrics.countVerdict);
 
     grpc = createGrpcServer(
-      createAdminService(admin, createTokenCheck(config.adminToken), logger, metrics.observeAdminCall),
+      createAdminService(
+        admin,
+        createAdminAuthenticator(createAdminTokenCheck(config.adminTokens), createAdminAuthFailureReporter(logger, metrics.countAdminAuthFailure)),
+        logger,
+        metrics.observeAdminCall,
+      ),
       createVerifierService(verifier, config.verifierToken === undefined ? undefined : createTokenCheck(config.verifierToken), logger),
     );
     let metricsPort: number | undefined;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { checkDurations } from './cache/durations';
 import { DEFAULT_SCOPES } from './keys/scopes';
 
@@ -18,7 +19,8 @@ export interface Config {
   readonly addr: string;
   /** Prometheus listen address, host:port; unset disables the endpoint. */
   readonly metricsAddr: string | undefined;
-  readonly adminToken: string;
+  /** Every accepted admin token, each with the name that becomes the actor of its calls; at least one. */
+  readonly adminTokens: readonly AdminToken[];
   /** When set, Verify requires `authorization: Bearer <token>` too. */
   readonly verifierToken: string | undefined;
   readonly livePrefix: string;
@@ -66,6 +68,13 @@ export interface Config {
   };
 }
 
+/** An admin token and its name: the actor of the admin calls made with it. */
+export interface AdminToken {
+  /** Matches ADMIN_TOKEN_NAME_PATTERN; `default` for KEYWARD_ADMIN_TOKEN. */
+  readonly name: string;
+  readonly token: string;
+}
+
 /** TLS of the gRPC port, from PEM files that are re-read while running. */
 export interface TlsConfig {
   /** PEM certificate chain, leaf first. */
@@ -102,7 +111,7 @@ export const DEFAULTS = {
   usage: { enabled: true, flushIntervalMs: 1_000, batchMaxKeys: 5_000, maxPendingKeys: 250_000 },
   db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
   tls: { reloadMs: 60_000 },
-} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminToken' | 'verifierToken' | 'tls'> & {
+} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminTokens' | 'verifierToken' | 'tls'> & {
   tls: Pick<TlsConfig, 'reloadMs'>;
 };
 
@@ -110,14 +119,27 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 const MIN_TOKEN_LENGTH = 16;
 const PREFIX_PATTERN = /^[a-z][a-z0-9]*_([a-z0-9]+_)?$/;
 const SCOPE_PATTERN = /^[a-z][a-z0-9_-]*(:[a-z][a-z0-9_-]*)*$/;
+/** Names of admin tokens: a lower-case letter, then up to 62 lower-case letters, digits, `_` or `-`. */
+export const ADMIN_TOKEN_NAME_PATTERN = /^[a-z][a-z0-9_-]{0,62}$/;
+/** The name of KEYWARD_ADMIN_TOKEN's token. */
+export const DEFAULT_ADMIN_TOKEN_NAME = 'default';
+/** What `authorization: Bearer <token>` can carry: printable ASCII without spaces. */
+const BEARER_TOKEN_PATTERN = /^[!-~]+$/;
+
+/** Reads a whole text file (KEYWARD_ADMIN_TOKENS_FILE); throws Node's error when it cannot. */
+export type TextFileReader = (path: string) => string;
 
 /**
  * Reads keyward's configuration from an environment (normally `process.env`).
- * Pure: tests pass literal objects. Throws ConfigError naming the first bad
+ * Pure but for reading KEYWARD_ADMIN_TOKENS_FILE through `readTextFile`:
+ * tests pass literal objects. Throws ConfigError naming the first bad
  * variable and its value (tokens and URLs are never echoed), or the variables
  * of a combination of durations that revocation cannot rely on.
  */
-export function configureFromEnv(env: Readonly<Record<string, string | undefined>>): Config {
+export function configureFromEnv(
+  env: Readonly<Record<string, string | undefined>>,
+  readTextFile: TextFileReader = (path) => readFileSync(path, 'utf8'),
+): Config {
   const read = (name: string): string | undefined => {
     const value = env[name];
     return value === undefined || value.trim() === '' ? undefined : value.trim();
@@ -183,14 +205,13 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     required('DATABASE_URL', 'the PostgreSQL connection string, e.g. postgres://user@host:5432/keyward'),
     ['postgres:', 'postgresql:'],
   ) as string;
-  const adminToken = token(
-    'KEYWARD_ADMIN_TOKEN',
-    required('KEYWARD_ADMIN_TOKEN', 'the bearer token admin RPCs must present'),
-  ) as string;
+  const adminTokenEntries = parseAdminTokens(read, readTextFile);
   const verifierToken = token('KEYWARD_VERIFIER_TOKEN', read('KEYWARD_VERIFIER_TOKEN'));
-  if (verifierToken !== undefined && verifierToken === adminToken) {
-    throw new ConfigError('KEYWARD_VERIFIER_TOKEN must differ from KEYWARD_ADMIN_TOKEN');
+  const sameAsVerifier = adminTokenEntries.find((entry) => entry.token === verifierToken);
+  if (sameAsVerifier !== undefined) {
+    throw new ConfigError(`KEYWARD_VERIFIER_TOKEN must differ from every admin token: it equals ${sameAsVerifier.origin} (values not shown)`);
   }
+  const adminTokens = adminTokenEntries.map(({ name, token: value }): AdminToken => ({ name, token: value }));
 
   const livePrefix = prefix('KEYWARD_LIVE_PREFIX', DEFAULTS.livePrefix);
   const testPrefix = prefix('KEYWARD_TEST_PREFIX', DEFAULTS.testPrefix);
@@ -228,7 +249,7 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
     redisPrefix,
     addr: address('KEYWARD_ADDR', DEFAULTS.addr) as string,
     metricsAddr: address('KEYWARD_METRICS_ADDR', undefined),
-    adminToken,
+    adminTokens,
     verifierToken,
     livePrefix,
     testPrefix,
@@ -254,6 +275,94 @@ export function configureFromEnv(env: Readonly<Record<string, string | undefined
   // The inequalities between durations that revocation depends on (src/cache/durations.ts).
   checkDurations(config);
   return config;
+}
+
+/** An admin token with where it was configured, for error messages (never its value). */
+interface AdminTokenEntry extends AdminToken {
+  /** E.g. `KEYWARD_ADMIN_TOKENS token "ci"`. */
+  readonly origin: string;
+}
+
+/**
+ * The admin tokens of the three sources, all optional but at least one token
+ * in all: KEYWARD_ADMIN_TOKEN (named `default`), KEYWARD_ADMIN_TOKENS
+ * (`name:token,name:token`) and KEYWARD_ADMIN_TOKENS_FILE (one `name:token`
+ * a line; blank lines and lines starting with `#` ignored, CRLF tolerated).
+ * Names are unique and match ADMIN_TOKEN_NAME_PATTERN; tokens are at least
+ * MIN_TOKEN_LENGTH printable ASCII characters without spaces, all distinct.
+ * A message names the variable and the entry (by its name, or by its position
+ * when the name is unusable: a line without a colon may be a bare token),
+ * never a token.
+ */
+function parseAdminTokens(read: (name: string) => string | undefined, readTextFile: TextFileReader): AdminTokenEntry[] {
+  const entries: AdminTokenEntry[] = [];
+  const add = (position: string, name: string, value: string, origin: string): void => {
+    if (!BEARER_TOKEN_PATTERN.test(value)) {
+      throw new ConfigError(`${origin} must be printable ASCII without spaces, as an authorization header carries it (value not shown)`);
+    }
+    if (value.length < MIN_TOKEN_LENGTH) throw new ConfigError(`${origin} must be at least ${MIN_TOKEN_LENGTH} characters long (value not shown)`);
+    const sameName = entries.find((entry) => entry.name === name);
+    if (sameName !== undefined) throw new ConfigError(`${position}: the admin token name "${name}" is already used by ${sameName.origin}`);
+    const sameToken = entries.find((entry) => entry.token === value);
+    if (sameToken !== undefined) {
+      throw new ConfigError(`${origin} has the same token as ${sameToken.origin}: every admin token must be distinct (values not shown)`);
+    }
+    entries.push({ name, token: value, origin });
+  };
+  /** One `name:token` of the list or the file; `position` names the variable and the entry's place. */
+  const addPair = (position: string, pair: string, origin: (name: string) => string): void => {
+    const colon = pair.indexOf(':');
+    const name = pair.slice(0, Math.max(colon, 0)).trim();
+    const value = pair.slice(colon + 1).trim();
+    if (colon < 0 || name === '' || value === '') throw new ConfigError(`${position} must be name:token (value not shown)`);
+    if (!ADMIN_TOKEN_NAME_PATTERN.test(name)) {
+      throw new ConfigError(
+        `${position}: the name must match ${ADMIN_TOKEN_NAME_PATTERN.source} (a lower-case letter, then up to 62 lower-case letters, digits, _ or -); value not shown, it may be a token`,
+      );
+    }
+    add(position, name, value, origin(name));
+  };
+
+  const single = read('KEYWARD_ADMIN_TOKEN');
+  if (single !== undefined) add('KEYWARD_ADMIN_TOKEN', DEFAULT_ADMIN_TOKEN_NAME, single, 'KEYWARD_ADMIN_TOKEN');
+
+  const list = read('KEYWARD_ADMIN_TOKENS');
+  if (list !== undefined) {
+    const before = entries.length;
+    list.split(',').forEach((pair, index) => {
+      if (pair.trim() !== '') addPair(`KEYWARD_ADMIN_TOKENS entry ${index + 1}`, pair, (name) => `KEYWARD_ADMIN_TOKENS token "${name}"`);
+    });
+    if (entries.length === before) throw new ConfigError('KEYWARD_ADMIN_TOKENS holds no name:token entry');
+  }
+
+  const file = read('KEYWARD_ADMIN_TOKENS_FILE');
+  if (file !== undefined) {
+    const variable = `KEYWARD_ADMIN_TOKENS_FILE=${JSON.stringify(file)}`;
+    let text: string;
+    try {
+      text = readTextFile(file);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException | undefined)?.code ?? 'unknown error';
+      throw new ConfigError(`${variable} cannot be read (${code})`);
+    }
+    const before = entries.length;
+    text
+      .replace(/^\uFEFF/, '')
+      .split('\n')
+      .forEach((raw, index) => {
+        const line = raw.trim();
+        const position = `${variable} line ${index + 1}`;
+        if (line !== '' && !line.startsWith('#')) addPair(position, line, (name) => `${position} (token "${name}")`);
+      });
+    if (entries.length === before) throw new ConfigError(`${variable} holds no name:token line`);
+  }
+
+  if (entries.length === 0) {
+    throw new ConfigError(
+      'KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required: the bearer token (or name:token list) admin RPCs must present',
+    );
+  }
+  return entries;
 }
 
 function parseTls(

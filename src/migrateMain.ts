@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ConfigError, configureFromEnv } from './config';
 import { createLogger } from './logger';
@@ -10,8 +11,10 @@ async function main(): Promise<void> {
   const logger = createLogger();
   let config;
   try {
-    // Only DATABASE_URL matters here; an admin token is not needed to migrate.
-    config = configureFromEnv({ KEYWARD_ADMIN_TOKEN: 'x'.repeat(16), ...process.env });
+    // Only DATABASE_URL matters here; admin tokens are not needed to migrate (nor their file readable):
+    // one random token stands in for all of them.
+    const { KEYWARD_ADMIN_TOKENS: _tokens, KEYWARD_ADMIN_TOKENS_FILE: _tokensFile, ...env } = process.env;
+    config = configureFromEnv({ ...env, KEYWARD_ADMIN_TOKEN: randomBytes(24).toString('hex') });
   } catch (error) {
     logger.fatal({ event: 'config' }, error instanceof ConfigError ? `invalid configuration: ${error.message}` : String(error));
     process.exit(1);

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { ConfigError, DEFAULTS, configureFromEnv } from '../src/config';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ADMIN_TOKEN_NAME_PATTERN, ConfigError, DEFAULTS, configureFromEnv } from '../src/config';
 import { DEFAULT_SCOPES } from '../src/keys/scopes';
 
 const minimal = { DATABASE_URL: 'postgres://u@db:5432/keyward', KEYWARD_ADMIN_TOKEN: 'a'.repeat(32) };
@@ -23,10 +26,12 @@ describe('configureFromEnv', () => {
     assert.equal(config.migrateOnStart, true);
   });
 
-  it('requires DATABASE_URL and KEYWARD_ADMIN_TOKEN, naming them', () => {
+  it('requires DATABASE_URL and an admin token, naming the variables', () => {
+    const noAdminToken = /^KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required: /;
     refused({ KEYWARD_ADMIN_TOKEN: 'a'.repeat(32) }, /^DATABASE_URL is required/);
-    refused({ DATABASE_URL: minimal.DATABASE_URL }, /^KEYWARD_ADMIN_TOKEN is required/);
-    refused({ ...minimal, KEYWARD_ADMIN_TOKEN: '   ' }, /^KEYWARD_ADMIN_TOKEN is required/);
+    refused({ DATABASE_URL: minimal.DATABASE_URL }, noAdminToken);
+    refused({ ...minimal, KEYWARD_ADMIN_TOKEN: '   ' }, noAdminToken);
+    refused({ ...minimal, KEYWARD_ADMIN_TOKEN: '', KEYWARD_ADMIN_TOKENS: ' ', KEYWARD_ADMIN_TOKENS_FILE: '' }, noAdminToken);
   });
 
   it('names the variable and the value of a bad setting', () => {
@@ -77,7 +82,10 @@ describe('configureFromEnv', () => {
   });
 
   it('refuses a verifier token equal to the admin token', () => {
-    refused({ ...minimal, KEYWARD_VERIFIER_TOKEN: minimal.KEYWARD_ADMIN_TOKEN }, /must differ/);
+    refused(
+      { ...minimal, KEYWARD_VERIFIER_TOKEN: minimal.KEYWARD_ADMIN_TOKEN },
+      /^KEYWARD_VERIFIER_TOKEN must differ from every admin token: it equals KEYWARD_ADMIN_TOKEN \(values not shown\)$/,
+    );
   });
 
   it('leaves TLS off unless the certificate and key files are named', () => {
@@ -139,5 +147,179 @@ describe('configureFromEnv', () => {
       /^KEYWARD_REDIS_TTL_MS=5100 must be greater than KEYWARD_DB_VERIFY_TIMEOUT_MS=5000 plus KEYWARD_REDIS_TIMEOUT_MS=100: /,
     );
     assert.equal(configureFromEnv({ ...minimal, KEYWARD_REDIS_TTL_MS: '5101', KEYWARD_DB_VERIFY_TIMEOUT_MS: '5000' }).cache.redisTtlMs, 5101);
+  });
+});
+
+describe('configureFromEnv: named admin tokens', () => {
+  const base = { DATABASE_URL: minimal.DATABASE_URL };
+  const CI = 'ci-token-0123456789abcdef';
+  const CONSOLE = 'console-token-0123456789abcdef';
+  const DEFAULT = 'default-token-0123456789abcdef';
+  const SHORT = 'short-token-15c';
+  /** Every token value any case below configures: none may appear in an error message. */
+  const secrets = [CI, CONSOLE, DEFAULT, SHORT, 'bare-token-without-a-name-0123', 'has space-token-0123456789', 'Upper-case-token-0123456789'];
+  let dir: string;
+
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'keyward-tokens-'));
+  });
+
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const escaped = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+  /** Writes a tokens file readable by its owner only, as a mounted secret should be. */
+  const tokensFile = (name: string, text: string): string => {
+    const file = path.join(dir, name);
+    writeFileSync(file, text, { mode: 0o600 });
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    return file;
+  };
+
+  /** Refused with a ConfigError matching `message` that shows no token. */
+  const refusedQuietly = (env: Record<string, string>, message: RegExp): void => {
+    assert.throws(
+      () => configureFromEnv(env),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError, String(error));
+        assert.match(error.message, message);
+        for (const secret of secrets) assert.ok(!error.message.includes(secret), `a token in: ${error.message}`);
+        return true;
+      },
+    );
+  };
+
+  it('names KEYWARD_ADMIN_TOKEN "default"', () => {
+    assert.deepEqual(configureFromEnv({ ...base, KEYWARD_ADMIN_TOKEN: DEFAULT }).adminTokens, [{ name: 'default', token: DEFAULT }]);
+  });
+
+  it('reads KEYWARD_ADMIN_TOKENS alone: spaces around entries, a trailing comma, a colon inside a token', () => {
+    const config = configureFromEnv({ ...base, KEYWARD_ADMIN_TOKENS: ` ci:${CI} , console-2 : ${CONSOLE}:x ,` });
+    assert.deepEqual(config.adminTokens, [
+      { name: 'ci', token: CI },
+      { name: 'console-2', token: `${CONSOLE}:x` },
+    ]);
+  });
+
+  it('reads KEYWARD_ADMIN_TOKENS_FILE: comments, blank lines, CRLF, a byte order mark', () => {
+    const file = tokensFile('tokens', `\uFEFF# admin tools\r\n\r\nci:${CI}\r\n   # the console\r\n  console_2:${CONSOLE}  \r\n\r\n`);
+    assert.deepEqual(configureFromEnv({ ...base, KEYWARD_ADMIN_TOKENS_FILE: ` ${file} ` }).adminTokens, [
+      { name: 'ci', token: CI },
+      { name: 'console_2', token: CONSOLE },
+    ]);
+  });
+
+  it('combines the three sources: KEYWARD_ADMIN_TOKEN, then the list, then the file', () => {
+    const file = tokensFile('combined', `console:${CONSOLE}\n`);
+    const config = configureFromEnv({ ...base, KEYWARD_ADMIN_TOKEN: DEFAULT, KEYWARD_ADMIN_TOKENS: `ci:${CI}`, KEYWARD_ADMIN_TOKENS_FILE: file });
+    assert.deepEqual(
+      config.adminTokens.map((t) => t.name),
+      ['default', 'ci', 'console'],
+    );
+    assert.deepEqual(
+      config.adminTokens.map((t) => t.token),
+      [DEFAULT, CI, CONSOLE],
+    );
+  });
+
+  it(`accepts names matching ${ADMIN_TOKEN_NAME_PATTERN.source}, up to 63 characters`, () => {
+    const longest = `a${'b'.repeat(62)}`;
+    const names = configureFromEnv({ ...base, KEYWARD_ADMIN_TOKENS: `x:${CI},${longest}:${CONSOLE},a-1_b:${DEFAULT}` }).adminTokens.map((t) => t.name);
+    assert.deepEqual(names, ['x', longest, 'a-1_b']);
+  });
+
+  it('refuses a bad name, naming the entry by its position and never echoing it', () => {
+    for (const name of ['CI', '1ci', '_ci', 'c i', 'ci.tools', `a${'b'.repeat(63)}`, 'Upper-case-token-0123456789']) {
+      refusedQuietly(
+        { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},${name}:${CONSOLE}` },
+        /^KEYWARD_ADMIN_TOKENS entry 2: the name must match \^\[a-z\]\[a-z0-9_-\]\{0,62\}\$ .*value not shown/,
+      );
+    }
+  });
+
+  it('refuses an entry that is not name:token, never echoing it (it may be a bare token)', () => {
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: 'bare-token-without-a-name-0123' }, /^KEYWARD_ADMIN_TOKENS entry 1 must be name:token \(value not shown\)$/);
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},:${CONSOLE}` }, /^KEYWARD_ADMIN_TOKENS entry 2 must be name:token/);
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},,console:` }, /^KEYWARD_ADMIN_TOKENS entry 3 must be name:token/);
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: ' , ,' }, /^KEYWARD_ADMIN_TOKENS holds no name:token entry$/);
+  });
+
+  it('refuses a token shorter than 16 characters or one a bearer header cannot carry, naming the entry', () => {
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKEN: SHORT }, /^KEYWARD_ADMIN_TOKEN must be at least 16 characters long \(value not shown\)$/);
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},console:${SHORT}` },
+      /^KEYWARD_ADMIN_TOKENS token "console" must be at least 16 characters long \(value not shown\)$/,
+    );
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: 'ci:has space-token-0123456789' }, /^KEYWARD_ADMIN_TOKENS token "ci" must be printable ASCII without spaces/);
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI}é` }, /^KEYWARD_ADMIN_TOKENS token "ci" must be printable ASCII/);
+  });
+
+  it('refuses a name used twice, in one source or across them', () => {
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},ci:${CONSOLE}` },
+      /^KEYWARD_ADMIN_TOKENS entry 2: the admin token name "ci" is already used by KEYWARD_ADMIN_TOKENS token "ci"$/,
+    );
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKEN: DEFAULT, KEYWARD_ADMIN_TOKENS: `default:${CI}` },
+      /^KEYWARD_ADMIN_TOKENS entry 1: the admin token name "default" is already used by KEYWARD_ADMIN_TOKEN$/,
+    );
+    const file = tokensFile('same-name', `# tools\nci:${CONSOLE}\n`);
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI}`, KEYWARD_ADMIN_TOKENS_FILE: file },
+      new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(file)}" line 2: the admin token name "ci" is already used by KEYWARD_ADMIN_TOKENS token "ci"$`),
+    );
+  });
+
+  it('refuses the same token twice, under two names or two sources, and a verifier token equal to any admin token', () => {
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},console:${CI}` },
+      /^KEYWARD_ADMIN_TOKENS token "console" has the same token as KEYWARD_ADMIN_TOKENS token "ci": every admin token must be distinct \(values not shown\)$/,
+    );
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKEN: CI, KEYWARD_ADMIN_TOKENS: `ci:${CI}` },
+      /^KEYWARD_ADMIN_TOKENS token "ci" has the same token as KEYWARD_ADMIN_TOKEN: /,
+    );
+    const file = tokensFile('same-token', `console:${CI}\n`);
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI}`, KEYWARD_ADMIN_TOKENS_FILE: file },
+      new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(file)}" line 1 \\(token "console"\\) has the same token as KEYWARD_ADMIN_TOKENS token "ci"`),
+    );
+    refusedQuietly(
+      { ...base, KEYWARD_ADMIN_TOKENS: `ci:${CI},console:${CONSOLE}`, KEYWARD_VERIFIER_TOKEN: CONSOLE },
+      /^KEYWARD_VERIFIER_TOKEN must differ from every admin token: it equals KEYWARD_ADMIN_TOKENS token "console" \(values not shown\)$/,
+    );
+  });
+
+  it('names a bad line of the file by its number, never showing a token', () => {
+    const cases: Array<[string, RegExp]> = [
+      [`ci:${CI}\r\n# comment\r\nbare-token-without-a-name-0123\r\n`, /line 3 must be name:token \(value not shown\)$/],
+      [`\n\nUpper-case-token-0123456789:${CI}\n`, /line 3: the name must match /],
+      [`ci:${CI}\nconsole:${SHORT}\n`, /line 2 \(token "console"\) must be at least 16 characters long \(value not shown\)$/],
+      [`ci:has space-token-0123456789\n`, /line 1 \(token "ci"\) must be printable ASCII/],
+    ];
+    cases.forEach(([text, message], index) => {
+      const file = tokensFile(`bad-${index}`, text);
+      refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS_FILE: file }, new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(file)}" ${message.source}`));
+    });
+  });
+
+  it('refuses a file that cannot be read or holds no token, naming the variable and the path', () => {
+    const missing = path.join(dir, 'no-such-file');
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKEN: DEFAULT, KEYWARD_ADMIN_TOKENS_FILE: missing }, new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(missing)}" cannot be read \\(ENOENT\\)$`));
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKENS_FILE: dir }, new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(dir)}" cannot be read \\(EISDIR\\)$`));
+    const empty = tokensFile('empty', '# nothing yet\r\n\r\n');
+    refusedQuietly({ ...base, KEYWARD_ADMIN_TOKEN: DEFAULT, KEYWARD_ADMIN_TOKENS_FILE: empty }, new RegExp(`^KEYWARD_ADMIN_TOKENS_FILE="${escaped(empty)}" holds no name:token line$`));
+  });
+
+  it('reads the file through the reader it is given', () => {
+    const read: string[] = [];
+    const config = configureFromEnv({ ...base, KEYWARD_ADMIN_TOKENS_FILE: '/run/secrets/keyward-admin' }, (file) => {
+      read.push(file);
+      return `ci:${CI}\n`;
+    });
+    assert.deepEqual(read, ['/run/secrets/keyward-admin']);
+    assert.deepEqual(config.adminTokens, [{ name: 'ci', token: CI }]);
   });
 });

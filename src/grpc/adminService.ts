@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { KeyAdmin } from '../admin/KeyAdmin';
 import type { KeyAdminServiceServer } from '../gen/keyward/v1/keyward';
 import { fromProtoEnvironment, toApiKey } from './apiKeyMessage';
-import type { TokenCheck } from './auth';
+import type { AdminActor, AdminAuthenticator } from './auth';
 import { toErrorStatus } from './errorStatus';
 import { isMalformed } from './malformedRequest';
 
@@ -11,21 +11,23 @@ import { isMalformed } from './malformedRequest';
 export type AdminCallObserver = (method: string, code: status, seconds: number) => void;
 
 /**
- * The KeyAdminService handlers: check the admin token, map the message to a
- * KeyAdmin call and the result back. All the rules live in KeyAdmin.
+ * The KeyAdminService handlers: authenticate the call (its actor is the name
+ * of the admin token presented), map the message to a KeyAdmin call and the
+ * result back. All the rules live in KeyAdmin.
  */
 export function createAdminService(
   admin: KeyAdmin,
-  checkToken: TokenCheck,
+  authenticate: AdminAuthenticator,
   logger: Logger,
   observe: AdminCallObserver = () => {},
 ): KeyAdminServiceServer {
   const handle =
-    <Req, Res>(method: string, run: (request: Req) => Promise<Res>): handleUnaryCall<Req, Res> =>
+    <Req, Res>(method: string, run: (request: Req, actor: AdminActor) => Promise<Res>): handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-      if (!checkToken(call.metadata)) {
+      const actor = authenticate(call.metadata, call.getPeer());
+      if (actor === undefined) {
         observe(method, status.UNAUTHENTICATED, seconds());
         callback({ code: status.UNAUTHENTICATED, details: 'admin RPCs need "authorization: Bearer <admin token>" metadata' });
         return;
@@ -35,13 +37,14 @@ export function createAdminService(
         callback({ code: status.INVALID_ARGUMENT, details: call.request.message });
         return;
       }
-      run(call.request).then(
+      run(call.request, actor).then(
         (response) => {
           observe(method, status.OK, seconds());
           callback(null, response);
         },
         (error: unknown) => {
-          const errorStatus = toErrorStatus(error, logger, method);
+          // The actor goes on the line an error is logged with (an audit trail is issue 12's next part).
+          const errorStatus = toErrorStatus(error, logger.child({ actor: actor.name }), method);
           observe(method, errorStatus.code, seconds());
           callback(errorStatus);
         },

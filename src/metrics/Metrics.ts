@@ -6,6 +6,7 @@ import type { TierCounts } from '../cache/TieredLookup';
 import type { UsageCounts } from '../usage/UsageRecorder';
 import { VerifyCode, verifyCodeToJSON } from '../gen/keyward/v1/keyward';
 import type { Verdict } from '../keys/verdict';
+import { ADMIN_AUTH_FAILURES, type AdminAuthFailure } from '../grpc/auth';
 
 const VERIFY_CODES = Object.values(VerifyCode).filter((v): v is VerifyCode => typeof v === 'number' && v > 0);
 const STATUS_NAMES = new Map(Object.entries(GrpcStatus).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]));
@@ -21,6 +22,7 @@ export class Metrics {
   private readonly verdictCounts = new Array<number>(VERIFY_CODES.length + 1).fill(0);
   private readonly adminCalls: Counter<'method' | 'code'>;
   private readonly adminSeconds: Histogram<'method'>;
+  private readonly adminAuthFailures: Counter<'reason'>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'keyward_' });
@@ -48,6 +50,14 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [this.registry],
     });
+    this.adminAuthFailures = new Counter({
+      name: 'keyward_admin_auth_failures_total',
+      help: 'Admin calls refused as UNAUTHENTICATED, by reason: missing (no authorization metadata), malformed (not one "Bearer <token>"), unknown_token (no configured admin token)',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    // Every reason is exported from the start, at 0, so that a rate or an alert on it needs no first failure.
+    for (const reason of ADMIN_AUTH_FAILURES) this.adminAuthFailures.inc({ reason }, 0);
   }
 
   /** Exposes which tier answered each lookup (Postgres alone, without Redis). */
@@ -176,6 +186,11 @@ export class Metrics {
   /** One Verify answered. */
   readonly countVerdict = (verdict: Verdict): void => {
     (this.verdictCounts[verdict.code] as number)++;
+  };
+
+  /** One admin call refused as UNAUTHENTICATED. */
+  readonly countAdminAuthFailure = (reason: AdminAuthFailure): void => {
+    this.adminAuthFailures.inc({ reason });
   };
 
   readonly observeAdminCall = (method: string, code: GrpcStatus, seconds: number): void => {
