@@ -278,6 +278,11 @@ function bump(counts: Record<string, number>, name: string, by = 1): void {
   counts[name] = (counts[name] ?? 0) + by;
 }
 
+/**
+ * The soak's only use of bare time: pacing its load (a steady rate, not a
+ * flood) and holding each fault for its planned duration. Time itself is
+ * what these waits are about; every check waits on a condition instead.
+ */
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
