@@ -33,6 +33,7 @@ export function measureVerifierCost(callsPerRound: number): Array<{ case: string
       ipWhitelist: ['203.0.113.0/24'],
       expiresAt: null,
       revokedAt: null,
+      disabledAt: null,
       version: 1,
     }),
   );

@@ -216,6 +216,93 @@ describe('admin RPCs over the wire', () => {
     });
   });
 
+  describe('DisableKey and EnableKey', () => {
+    const storedRow = async (keyId: string | undefined) => {
+      const { rows } = await db.query<{ version: string; disabled_at: Date | null }>('select version, disabled_at from keyward.api_keys where id = $1', [keyId]);
+      return rows[0];
+    };
+    const outboxRows = async (keyId: string | undefined): Promise<string[]> => {
+      const { rows } = await db.query<{ version: string }>(
+        'select o.version from keyward.key_invalidations o join keyward.api_keys k on k.secret_hash = o.secret_hash where k.id = $1 order by o.seq',
+        [keyId],
+      );
+      return rows.map((row) => row.version);
+    };
+
+    it('disable sets disabled_at and enable clears it, each a new version with its outbox row', async () => {
+      const accountId = newAccountId();
+      const created = (await client.newKey(accountId)).key;
+      const keyId = created?.id;
+      assert.equal(created?.disabledAt, undefined);
+      const disabled = (await client.disableKey({ accountId, keyId })).key;
+      assert.ok(disabled?.disabledAt instanceof Date);
+      assert.ok(Math.abs((disabled.disabledAt?.getTime() ?? 0) - Date.now()) < 60_000);
+      assert.deepEqual({ ...disabled, disabledAt: undefined }, { ...created, disabledAt: undefined });
+      assert.equal((await storedRow(keyId))?.version, '2');
+      assert.deepEqual((await client.getKey({ accountId, keyId })).key, disabled);
+
+      const enabled = (await client.enableKey({ accountId, keyId })).key;
+      assert.equal(enabled?.disabledAt, undefined);
+      assert.deepEqual(enabled, created);
+      assert.deepEqual(await storedRow(keyId), { version: '3', disabled_at: null });
+      assert.deepEqual(await outboxRows(keyId), ['2', '3']);
+    });
+
+    it('are idempotent: disabling a disabled key or enabling an enabled one returns it unchanged, without a new version', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      const enabledAgain = (await client.enableKey({ accountId, keyId })).key;
+      assert.equal(enabledAgain?.disabledAt, undefined);
+      assert.equal((await storedRow(keyId))?.version, '1');
+      const first = (await client.disableKey({ accountId, keyId })).key;
+      const second = (await client.disableKey({ accountId, keyId })).key;
+      assert.deepEqual(second, first, 'the same disabled_at');
+      assert.equal((await storedRow(keyId))?.version, '2');
+      assert.deepEqual(await outboxRows(keyId), ['2']);
+    });
+
+    it('refuse a revoked key with FAILED_PRECONDITION saying why, and change nothing', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      await client.revokeKey({ accountId, keyId });
+      await assertGrpcError(client.disableKey({ accountId, keyId }), status.FAILED_PRECONDITION, new RegExp(`^key_id "${keyId}": the key is revoked; a revoked key cannot be disabled$`));
+      await assertGrpcError(client.enableKey({ accountId, keyId }), status.FAILED_PRECONDITION, new RegExp(`^key_id "${keyId}": the key is revoked; a revoked key cannot be enabled$`));
+      assert.deepEqual(await storedRow(keyId), { version: '2', disabled_at: null });
+
+      // Disabled, then revoked: still revoked for good, and its disabled_at kept.
+      const other = (await client.newKey(accountId)).key?.id;
+      const disabledAt = (await client.disableKey({ accountId, keyId: other })).key?.disabledAt;
+      const revoked = (await client.revokeKey({ accountId, keyId: other })).key;
+      assert.ok(revoked?.revokedAt instanceof Date);
+      assert.equal(revoked.disabledAt?.getTime(), disabledAt?.getTime());
+      await assertGrpcError(client.enableKey({ accountId, keyId: other }), status.FAILED_PRECONDITION, /revoked key cannot be enabled/);
+      await assertGrpcError(client.disableKey({ accountId, keyId: other }), status.FAILED_PRECONDITION, /revoked key cannot be disabled/);
+    });
+
+    it('refuse bad input naming the field, and an unknown key with NOT_FOUND', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      for (const call of [client.disableKey.bind(client), client.enableKey.bind(client)]) {
+        await assertGrpcError(call({ accountId: '', keyId }), status.INVALID_ARGUMENT, /^account_id "": must not be empty/);
+        await assertGrpcError(call({ accountId, keyId: 'not-a-uuid' }), status.INVALID_ARGUMENT, /^key_id "not-a-uuid"/);
+        await assertGrpcError(
+          call({ accountId, keyId: '00000000-0000-4000-8000-000000000000' }),
+          status.NOT_FOUND,
+          new RegExp(`^key_id "00000000-0000-4000-8000-000000000000": no such key in account_id "${accountId}"`),
+        );
+      }
+      assert.deepEqual(await storedRow(keyId), { version: '1', disabled_at: null });
+    });
+
+    it('list disabled keys as other active ones (ListKeys leaves out only revoked keys)', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      await client.disableKey({ accountId, keyId });
+      const { keys } = await client.listKeys({ accountId });
+      assert.deepEqual(keys.map((key) => [key.id, key.disabledAt instanceof Date]), [[keyId, true]]);
+    });
+  });
+
   it('keeps tenants apart: another account gets NOT_FOUND from every RPC and sees nothing in lists', async () => {
     const owner = newAccountId();
     const stranger = newAccountId();
@@ -225,10 +312,13 @@ describe('admin RPCs over the wire', () => {
     await assertGrpcError(client.updateScopes({ accountId: stranger, keyId, scopes: ['jobs:write'] }), status.NOT_FOUND, notFound);
     await assertGrpcError(client.updateIpWhitelist({ accountId: stranger, keyId, ipWhitelist: ['10.0.0.1'] }), status.NOT_FOUND, notFound);
     await assertGrpcError(client.revokeKey({ accountId: stranger, keyId }), status.NOT_FOUND, notFound);
+    await assertGrpcError(client.disableKey({ accountId: stranger, keyId }), status.NOT_FOUND, notFound);
+    await assertGrpcError(client.enableKey({ accountId: stranger, keyId }), status.NOT_FOUND, notFound);
     assert.deepEqual((await client.listKeys({ accountId: stranger, includeRevoked: true })).keys, []);
     const { key } = await client.getKey({ accountId: owner, keyId });
     assert.deepEqual(key?.scopes, ['jobs:read']);
     assert.equal(key?.revokedAt, undefined);
+    assert.equal(key?.disabledAt, undefined);
   });
 
   it('refuses admin calls without the admin token, with a wrong one, or with another scheme', async () => {
@@ -243,6 +333,8 @@ describe('admin RPCs over the wire', () => {
         await assertGrpcError(stranger.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }), status.UNAUTHENTICATED);
         await assertGrpcError(stranger.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] }), status.UNAUTHENTICATED);
         await assertGrpcError(stranger.revokeKey({ accountId, keyId }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.disableKey({ accountId, keyId }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.enableKey({ accountId, keyId }), status.UNAUTHENTICATED);
       } finally {
         stranger.close();
       }
@@ -250,6 +342,7 @@ describe('admin RPCs over the wire', () => {
     assert.equal(await countKeys(accountId), 1);
     const { key } = await client.getKey({ accountId, keyId });
     assert.equal(key?.revokedAt, undefined);
+    assert.equal(key?.disabledAt, undefined);
   });
 
   it('never sends a secret in any response but CreateKey', async () => {
@@ -261,6 +354,8 @@ describe('admin RPCs over the wire', () => {
       await client.listKeys({ accountId, includeRevoked: true }),
       await client.updateScopes({ accountId, keyId, scopes: ['jobs:write'] }),
       await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: ['10.0.0.1'] }),
+      await client.disableKey({ accountId, keyId }),
+      await client.enableKey({ accountId, keyId }),
       await client.revokeKey({ accountId, keyId }),
     ];
     const body = secret.slice(9, -4);

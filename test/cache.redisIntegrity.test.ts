@@ -97,6 +97,7 @@ describe('Redis entries keyward did not seal, on two instances without an in-pro
     ipWhitelist: [],
     expiresAt: null,
     revokedAt: null,
+    disabledAt: null,
     version: 1,
   });
   const madeUpMac = (): string => randomBytes(32).toString('base64url');

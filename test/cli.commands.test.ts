@@ -255,6 +255,54 @@ describe('the keyward command', () => {
     });
   });
 
+  describe('keys disable and keys enable', () => {
+    it('disable a key (Verify refuses it, show and list say so) and enable it again; both changes nothing when repeated', async () => {
+      const accountId = newAccountId();
+      const { id, secret } = await createKey(accountId);
+
+      const disabled = await runCli(['keys', 'disable', id, '--account', accountId], env);
+      assert.equal(disabled.code, 0, disabled.stderr);
+      assert.match(disabled.stdout, /^status +disabled$/m);
+      assert.match(disabled.stdout, /^disabled +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/m);
+      const shown = await showKey(accountId, id);
+      assert.equal(shown.status, 'disabled');
+      assert.match(String(shown.disabledAt), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      const again = parseJson(await runCli(['keys', 'disable', id, '--account', accountId, '--json'], env)).key as Record<string, unknown>;
+      assert.equal(again.disabledAt, shown.disabledAt, 'disabling a disabled key changes nothing');
+
+      const table = await runCli(['keys', 'list', '--account', accountId], env);
+      assert.match(table.stdout.trimEnd().split('\n')[1] as string, new RegExp(`^${id} +cli key +live +fsm_live_\\w{4}…\\w{4} +disabled +`));
+
+      const verdict = await runCli(['verify', '--key', secret], env);
+      assert.equal(verdict.code, 3, verdict.stderr);
+      assert.match(verdict.stdout, /^http status +401\ncode +VERIFY_CODE_DISABLED\nwhy +the key is disabled/m);
+
+      const enabled = parseJson(await runCli(['keys', 'enable', id, '--account', accountId, '--json'], env)).key as Record<string, unknown>;
+      assert.deepEqual([enabled.status, enabled.disabledAt], ['active', null]);
+      const human = await runCli(['keys', 'enable', id, '--account', accountId], env);
+      assert.equal(human.code, 0, human.stderr);
+      assert.match(human.stdout, /^status +active$/m);
+      assert.match(human.stdout, /^disabled +-$/m);
+      assert.equal((await runCli(['verify', '--key', secret], env)).code, 0);
+    });
+
+    it('report a revoked key, another account\'s key and a missing --account as for every other command', async () => {
+      const accountId = newAccountId();
+      const { id } = await createKey(accountId);
+      assert.equal((await runCli(['keys', 'revoke', id, '--account', accountId, '--yes'], env)).code, 0);
+      for (const command of ['disable', 'enable']) {
+        assertOneLineError(
+          await runCli(['keys', command, id, '--account', accountId], env),
+          1,
+          new RegExp(`^error: FAILED_PRECONDITION: key_id "${id}": the key is revoked; a revoked key cannot be ${command}d$`),
+        );
+        assertOneLineError(await runCli(['keys', command, id, '--account', newAccountId()], env), 1, /^error: NOT_FOUND: key_id "[0-9a-f-]{36}": no such key in account_id/);
+        assertUsageError(await runCli(['keys', command, id], env), /^error: required option '--account <id>' not specified/);
+      }
+      assert.equal((await showKey(accountId, id)).disabledAt, null);
+    });
+  });
+
   describe('keys revoke', () => {
     it('refuses without --yes when stdin is not a terminal, and revokes with it', async () => {
       const accountId = newAccountId();
@@ -407,6 +455,8 @@ describe('the keyward command', () => {
       ['keys', 'whitelist', 'add'],
       ['keys', 'whitelist', 'remove'],
       ['keys', 'whitelist', 'clear'],
+      ['keys', 'disable'],
+      ['keys', 'enable'],
       ['keys', 'revoke'],
       ['verify'],
     ];

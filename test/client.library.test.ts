@@ -160,6 +160,13 @@ describe('keyward/client', () => {
       const fromElsewhere = await client.verify({ key: created.secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:write'] });
       assert.equal(fromElsewhere.code, VerifyCode.VERIFY_CODE_OK);
 
+      const disabled = await client.disableKey({ accountId, keyId });
+      assert.ok(disabled.key?.disabledAt instanceof Date);
+      const whileDisabled = await client.verify({ key: created.secret });
+      assert.deepEqual([whileDisabled.valid, whileDisabled.code, whileDisabled.httpStatus], [false, VerifyCode.VERIFY_CODE_DISABLED, 401]);
+      assert.equal((await client.enableKey({ accountId, keyId })).key?.disabledAt, undefined);
+      assert.equal((await client.verify({ key: created.secret })).code, VerifyCode.VERIFY_CODE_OK);
+
       const revoked = await client.revokeKey({ accountId, keyId });
       assert.ok(revoked.key?.revokedAt instanceof Date);
       const afterRevoke = await client.verify({ key: created.secret });
@@ -255,6 +262,22 @@ describe('keyward/client', () => {
         assert.equal(error.code, status.UNAVAILABLE, error.details);
         assert.equal((await changes()) - changesBefore, 1, 'UpdateScopes: one call, no retry');
         assert.deepEqual((await client.getKey({ accountId, keyId })).key?.scopes, ['jobs:write'], 'the change whose answer was lost was applied');
+
+        for (const [method, call, disabledAfter] of [
+          ['DisableKey', () => flaky.disableKey({ accountId, keyId }), true],
+          ['EnableKey', () => flaky.enableKey({ accountId, keyId }), false],
+        ] as const) {
+          const calls = (): Promise<number> => metricSum(metricsPort, `keyward_admin_calls_total{method="${method}"`);
+          const callsBefore = await calls();
+          const toggle = rejection(call());
+          await waitUntil(`${method} answered by the server`, async () => (await calls()) > callsBefore);
+          proxy.cut();
+          const toggleError = await toggle;
+          assert.equal(toggleError.code, status.UNAVAILABLE, toggleError.details);
+          assert.equal((await calls()) - callsBefore, 1, `${method}: one call, no retry`);
+          const { key: now } = await client.getKey({ accountId, keyId });
+          assert.equal(now?.disabledAt instanceof Date, disabledAfter, `the ${method} whose answer was lost was applied`);
+        }
       } finally {
         flaky.close();
         await proxy.close();

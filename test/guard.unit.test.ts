@@ -116,12 +116,16 @@ describe('Verify codes to HTTP answers', () => {
     assert.equal(refusedBody(outcomeOfResponse(ip, '203.0.113.7', WORDING)).message, 'The API key may not be used from 203.0.113.7.');
   });
 
-  it('maps codes by their proto name, so DISABLED maps once generated, and refuses codes it does not know as invalid', () => {
+  it('maps codes by their proto name (DISABLED included), and refuses codes it does not know as invalid', () => {
     assert.equal(refusalOf(VerifyCode.VERIFY_CODE_REVOKED).code, 'revoked_api_key');
-    for (const unknown of [VerifyCode.VERIFY_CODE_UNSPECIFIED, VerifyCode.UNRECOGNIZED, 8, 99]) {
+    assert.deepEqual({ ...refusalOf(VerifyCode.VERIFY_CODE_DISABLED) }, { status: 401, code: 'disabled_api_key', challenge: 'invalid_key' });
+    const disabled = VerifyResponse.fromPartial({ valid: false, code: VerifyCode.VERIFY_CODE_DISABLED, httpStatus: 401, ...identified });
+    const body = refusedBody(outcomeOfResponse(disabled, '', WORDING));
+    assert.deepEqual([body.code, body.message], ['disabled_api_key', 'The API key is disabled.']);
+    for (const unknown of [VerifyCode.VERIFY_CODE_UNSPECIFIED, VerifyCode.UNRECOGNIZED, 9, 99]) {
       assert.deepEqual({ ...refusalOf(unknown) }, { status: 401, code: 'invalid_api_key', challenge: 'invalid_key' });
     }
-    const future = VerifyResponse.fromPartial({ valid: false, code: 8 as VerifyCode, httpStatus: 401, ...identified });
+    const future = VerifyResponse.fromPartial({ valid: false, code: 9 as VerifyCode, httpStatus: 401, ...identified });
     assert.equal(refusedBody(outcomeOfResponse(future, '', WORDING)).code, 'invalid_api_key');
   });
 

@@ -14,6 +14,7 @@ const base: KeyState = {
   ipWhitelist: ['203.0.113.0/24'],
   expiresAt: null,
   revokedAt: null,
+  disabledAt: null,
   version: 1,
 };
 const verdict = (state: Partial<KeyState>, ip = '203.0.113.7', scopes = ['jobs:read']) =>
@@ -31,6 +32,20 @@ describe('decideVerdict', () => {
     assert.equal(verdict({ expiresAt: NOW - 1 }, '198.51.100.1', ['jobs:write']).code, VerifyCode.VERIFY_CODE_EXPIRED);
     assert.equal(verdict({}, '198.51.100.1', ['jobs:write']).code, VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED);
     assert.equal(verdict({}, '203.0.113.7', ['jobs:write']).code, VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE);
+  });
+
+  it('checks revoked before disabled, disabled before expired, address and scope', () => {
+    assert.equal(verdict({ revokedAt: NOW - 1, disabledAt: NOW - 2 }).code, VerifyCode.VERIFY_CODE_REVOKED);
+    const disabledAndMore = { disabledAt: NOW - 1, expiresAt: NOW - 1 };
+    assert.deepEqual(verdict(disabledAndMore, '198.51.100.1', ['jobs:write']), { code: VerifyCode.VERIFY_CODE_DISABLED, httpStatus: 401, missingScopes: [] });
+    assert.equal(verdict({ disabledAt: NOW }, '198.51.100.1').code, VerifyCode.VERIFY_CODE_DISABLED);
+    assert.equal(verdict({ disabledAt: NOW }, '203.0.113.7', ['assets:write']).code, VerifyCode.VERIFY_CODE_DISABLED);
+  });
+
+  it('answers DISABLED whenever disabled_at is set, whatever its time, and nothing of it once cleared', () => {
+    assert.equal(verdict({ disabledAt: NOW + 60_000 }).code, VerifyCode.VERIFY_CODE_DISABLED);
+    assert.equal(verdict({ disabledAt: 0 }).httpStatus, 401);
+    assert.equal(verdict({ disabledAt: null }).code, VerifyCode.VERIFY_CODE_OK);
   });
 
   it('answers 401 for revoked and expired, 403 for address and scope', () => {

@@ -77,6 +77,34 @@ describe('Verify over the wire', () => {
     assert.equal(answer.keyId, key?.id);
   });
 
+  it('answers DISABLED 401 as soon as DisableKey returns, and OK again as soon as EnableKey returns', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await admin.newKey(accountId, { name: 'CRM', ipWhitelist: ['203.0.113.0/24'] });
+    const request = { key: secret, clientIp: '203.0.113.7', requiredScopes: ['jobs:read'] };
+    assert.equal((await verifier.verify(request)).code, VerifyCode.VERIFY_CODE_OK);
+    await admin.disableKey({ accountId, keyId: key?.id });
+    assert.deepEqual(await verifier.verify(request), {
+      valid: false,
+      code: VerifyCode.VERIFY_CODE_DISABLED,
+      httpStatus: 401,
+      keyId: key?.id,
+      accountId,
+      environment: Environment.ENVIRONMENT_LIVE,
+      scopes: ['jobs:read'],
+      missingScopes: [],
+      keyName: 'CRM',
+    });
+    // Disabled comes before the address and scope checks.
+    assert.equal((await verifier.verify({ key: secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:write'] })).code, VerifyCode.VERIFY_CODE_DISABLED);
+    await admin.enableKey({ accountId, keyId: key?.id });
+    const answer = await verifier.verify(request);
+    assert.deepEqual([answer.valid, answer.code, answer.httpStatus], [true, VerifyCode.VERIFY_CODE_OK, 200]);
+    // Disabled, then revoked: REVOKED, the final state, wins.
+    await admin.disableKey({ accountId, keyId: key?.id });
+    await admin.revokeKey({ accountId, keyId: key?.id });
+    assert.equal((await verifier.verify(request)).code, VerifyCode.VERIFY_CODE_REVOKED);
+  });
+
   it('answers EXPIRED 401 once expires_at has passed', async () => {
     const { secret } = await admin.newKey(newAccountId(), { expiresAt: new Date(Date.now() + 1_200) });
     assert.equal((await verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);

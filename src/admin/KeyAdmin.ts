@@ -135,10 +135,34 @@ export class KeyAdmin {
     return this.settle(accountId, keyId, await this.store.revoke(accountId, keyId));
   }
 
-  private async settle(accountId: string, keyId: string, outcome: ChangeOutcome): Promise<KeyRecord> {
+  /**
+   * Disables a key until `enable`: Verify answers DISABLED. Disabling a
+   * disabled key is not an error and changes nothing (no new version, the
+   * same `disabled_at`), but is announced again, as a repeated revoke is. A
+   * revoked key cannot be disabled (FAILED_PRECONDITION): it is refused for
+   * good already, and a later "enable" could not undo the revocation anyway.
+   */
+  async disable(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    return this.settle(accountId, keyId, await this.store.disable(accountId, keyId), 'disabled');
+  }
+
+  /**
+   * Enables a disabled key again. Enabling an enabled key changes nothing
+   * (announced again, no new version); a revoked key cannot be enabled
+   * (FAILED_PRECONDITION): revocation is for good.
+   */
+  async enable(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    return this.settle(accountId, keyId, await this.store.enable(accountId, keyId), 'enabled');
+  }
+
+  private async settle(accountId: string, keyId: string, outcome: ChangeOutcome, refused: 'changed' | 'disabled' | 'enabled' = 'changed'): Promise<KeyRecord> {
     if (outcome === 'not_found') throw keyNotFound(accountId, keyId);
     if (outcome === 'revoked') {
-      throw new KeywardError('FAILED_PRECONDITION', `key_id "${keyId}": the key is revoked; a revoked key cannot be changed`);
+      throw new KeywardError('FAILED_PRECONDITION', `key_id "${keyId}": the key is revoked; a revoked key cannot be ${refused}`);
     }
     await this.listener.keyChanged(outcome);
     return outcome.record;

@@ -180,7 +180,11 @@ export class RedisTier {
     if (!opened.ok) return { kind: 'rejected', reason: opened.reason, version, data };
     if (opened.payload === TOMBSTONE) return { kind: 'miss' };
     if (opened.payload === UNKNOWN) return { kind: 'unknown' };
-    return { kind: 'key', state: JSON.parse(opened.payload) as KeyState };
+    const state = JSON.parse(opened.payload) as Partial<KeyState>;
+    // Written by a release before DisableKey (a rolling upgrade): it cannot say
+    // whether the key is disabled, so Postgres is asked and the fill replaces it.
+    if (state.disabledAt === undefined) return { kind: 'miss' };
+    return { kind: 'key', state: state as KeyState };
   }
 
   /** Deletes a rejected entry if it still holds what was read (see DISCARD_SCRIPT), so that the next fill can write. */

@@ -7,7 +7,7 @@ import { confirm } from './confirm';
 import { registerKeyChangeCommands } from './keyChangeCommands';
 import { apiKeyJson, formatKey, formatKeyTable, json } from './output';
 
-/** `keyward keys …`: create, list, show, scopes, whitelist, revoke. */
+/** `keyward keys …`: create, list, show, scopes, whitelist, disable, enable, revoke. */
 export function registerKeysCommands(program: Command): void {
   const keys = program
     .command('keys')
@@ -75,6 +75,28 @@ export function registerKeysCommands(program: Command): void {
     );
 
   registerKeyChangeCommands(keys);
+
+  keys
+    .command('disable')
+    .description('disable a key until `keys enable`: Verify refuses it (VERIFY_CODE_DISABLED)')
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        printKey((await client.disableKey({ accountId: options.account, keyId })).key, options);
+      }),
+    );
+
+  keys
+    .command('enable')
+    .description('enable a disabled key again (a revoked key cannot be)')
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        printKey((await client.enableKey({ accountId: options.account, keyId })).key, options);
+      }),
+    );
 
   keys
     .command('revoke')

@@ -13,9 +13,10 @@ function time(date: Date | undefined, absent: string): string {
   return date === undefined ? absent : date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-/** active, revoked or expired (at `now`). */
+/** active, revoked, disabled or expired (at `now`), in Verify's order. */
 export function keyStatus(key: ApiKey, now = new Date()): string {
   if (key.revokedAt !== undefined) return 'revoked';
+  if (key.disabledAt !== undefined) return 'disabled';
   if (key.expiresAt !== undefined && key.expiresAt.getTime() <= now.getTime()) return 'expired';
   return 'active';
 }
@@ -45,6 +46,7 @@ export function formatKey(key: ApiKey): string {
     ['created', time(key.createdAt, '-')],
     ['expires', time(key.expiresAt, 'never')],
     ['revoked', time(key.revokedAt, '-')],
+    ['disabled', time(key.disabledAt, '-')],
     ['last used', lastUse(key)],
     ['uses', `${key.requestCount} (${key.refusedCount} refused)`],
   ]);
@@ -85,6 +87,7 @@ export function apiKeyJson(key: ApiKey): Record<string, unknown> {
     ipWhitelist: key.ipWhitelist,
     createdAt: key.createdAt?.toISOString() ?? null,
     revokedAt: key.revokedAt?.toISOString() ?? null,
+    disabledAt: key.disabledAt?.toISOString() ?? null,
     expiresAt: key.expiresAt?.toISOString() ?? null,
     lastUsedAt: key.lastUsedAt?.toISOString() ?? null,
     lastUsedIp: key.lastUsedIp,

@@ -11,6 +11,8 @@ export function verdictReason(response: VerifyResponse): string {
       return 'the key is malformed, fails its checksum, or is not stored';
     case VerifyCode.VERIFY_CODE_REVOKED:
       return 'the key was revoked';
+    case VerifyCode.VERIFY_CODE_DISABLED:
+      return 'the key is disabled (keys enable restores it)';
     case VerifyCode.VERIFY_CODE_EXPIRED:
       return 'the key is past its expiry';
     case VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED:

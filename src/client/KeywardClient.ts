@@ -2,6 +2,10 @@ import { type CallOptions, type Client, Metadata, type ServiceError } from '@grp
 import {
   CreateKeyRequest,
   type CreateKeyResponse,
+  DisableKeyRequest,
+  type DisableKeyResponse,
+  EnableKeyRequest,
+  type EnableKeyResponse,
   GetKeyRequest,
   type GetKeyResponse,
   KeyAdminServiceClient,
@@ -117,6 +121,16 @@ export class KeywardClient {
   /** Revokes a key for good. Never retried (though revoking twice is harmless, the caller decides). */
   revokeKey(request: Partial<RevokeKeyRequest>, options?: KeywardCallOptions): Promise<RevokeKeyResponse> {
     return this.call(this.admin, 'revokeKey', RevokeKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
+  }
+
+  /** Disables a key until enableKey (Verify answers VERIFY_CODE_DISABLED). Never retried. */
+  disableKey(request: Partial<DisableKeyRequest>, options?: KeywardCallOptions): Promise<DisableKeyResponse> {
+    return this.call(this.admin, 'disableKey', DisableKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
+  }
+
+  /** Enables a disabled key again. Never retried. */
+  enableKey(request: Partial<EnableKeyRequest>, options?: KeywardCallOptions): Promise<EnableKeyResponse> {
+    return this.call(this.admin, 'enableKey', EnableKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
   }
 
   /** Closes the channel; calls in flight fail with CANCELLED. */

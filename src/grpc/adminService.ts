@@ -75,5 +75,7 @@ export function createAdminService(
       key: toApiKey(await admin.updateIpWhitelist(request.accountId, request.keyId, request.ipWhitelist)),
     })),
     revokeKey: handle('RevokeKey', async (request) => ({ key: toApiKey(await admin.revoke(request.accountId, request.keyId)) })),
+    disableKey: handle('DisableKey', async (request) => ({ key: toApiKey(await admin.disable(request.accountId, request.keyId)) })),
+    enableKey: handle('EnableKey', async (request) => ({ key: toApiKey(await admin.enable(request.accountId, request.keyId)) })),
   };
 }

@@ -24,6 +24,7 @@ export function toApiKey(record: KeyRecord): ApiKey {
     ipWhitelist: [...record.ipWhitelist],
     createdAt: record.createdAt,
     revokedAt: record.revokedAt ?? undefined,
+    disabledAt: record.disabledAt ?? undefined,
     expiresAt: record.expiresAt ?? undefined,
     lastUsedAt: record.usage.lastUsedAt ?? undefined,
     requestCount: record.usage.requestCount,

@@ -4,7 +4,7 @@ import type { Environment } from './KeyFormat';
 export interface KeyUsage {
   /** Verify calls that presented the key, whatever their verdict. */
   readonly requestCount: bigint;
-  /** Of those, the ones refused (revoked, expired, address, scope). */
+  /** Of those, the ones refused (revoked, disabled, expired, address, scope). */
   readonly refusedCount: bigint;
   readonly lastUsedAt: Date | null;
   readonly lastUsedIp: string | null;
@@ -22,6 +22,8 @@ export interface KeyRecord {
   readonly createdAt: Date;
   readonly expiresAt: Date | null;
   readonly revokedAt: Date | null;
+  /** Set while the key is disabled (DisableKey), cleared by EnableKey. */
+  readonly disabledAt: Date | null;
   /** Incremented by every change; caches refuse anything older than what they have seen. */
   readonly version: number;
   readonly usage: KeyUsage;

@@ -17,6 +17,12 @@ export interface KeyState {
   /** Epoch milliseconds, or null. */
   readonly expiresAt: number | null;
   readonly revokedAt: number | null;
+  /**
+   * Epoch milliseconds while the key is disabled, else null. Always present
+   * in what this release writes to Redis; an entry without it was written by
+   * a release that did not know disabling, and is read as a miss (RedisTier).
+   */
+  readonly disabledAt: number | null;
   readonly version: number;
 }
 
@@ -62,6 +68,7 @@ export function toVerifiableKey(state: KeyState): VerifiableKey {
     ipWhitelist: state.ipWhitelist.length === 0 ? NO_ENTRIES : scopeLists.get(`@${state.ipWhitelist.join(' ')}`, () => Object.freeze([...state.ipWhitelist])),
     expiresAt: state.expiresAt,
     revokedAt: state.revokedAt,
+    disabledAt: state.disabledAt,
     version: state.version,
     allowsIp: whitelists.get(state.ipWhitelist.join(' '), () => compileWhitelist(state.ipWhitelist)),
   };
@@ -78,6 +85,7 @@ export function keyStateOf(record: KeyRecord): KeyState {
     ipWhitelist: record.ipWhitelist,
     expiresAt: record.expiresAt === null ? null : record.expiresAt.getTime(),
     revokedAt: record.revokedAt === null ? null : record.revokedAt.getTime(),
+    disabledAt: record.disabledAt === null ? null : record.disabledAt.getTime(),
     version: record.version,
   };
 }

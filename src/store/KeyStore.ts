@@ -21,7 +21,7 @@ export interface NewKey {
 export interface KeyChange {
   readonly record: KeyRecord;
   readonly secretHash: string;
-  /** False when the change was a no-op (revoking a revoked key). */
+  /** False when the change was a no-op (revoking a revoked key, disabling a disabled one, enabling an enabled one). */
   readonly changed: boolean;
   /** The change's row in the invalidation outbox (none for a no-op). */
   readonly outboxSeq: string | undefined;
@@ -49,6 +49,7 @@ interface KeyRow {
   created_at: Date;
   expires_at: Date | null;
   revoked_at: Date | null;
+  disabled_at: Date | null;
   version: string;
   secret_hash: Buffer;
   request_count: string | null;
@@ -58,7 +59,7 @@ interface KeyRow {
 }
 
 const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
-  k.created_at, k.expires_at, k.revoked_at, k.version, k.secret_hash`;
+  k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.version, k.secret_hash`;
 /** Selects keys with their usage; `from` names the keys `k`. */
 const selectKeys = (from: string, extraColumns = ''): string =>
   `select ${KEY_COLUMNS}, u.request_count, u.refused_count, u.last_used_at, u.last_used_ip${extraColumns === '' ? '' : `, ${extraColumns}`}
@@ -122,22 +123,50 @@ export class KeyStore {
   }
 
   updateScopes(accountId: string, keyId: string, scopes: readonly string[]): Promise<ChangeOutcome> {
-    return this.change(accountId, keyId, 'scopes = $3::text[]', [scopes]);
+    return this.changeActive(accountId, keyId, 'scopes = $3::text[]', [scopes]);
   }
 
   updateIpWhitelist(accountId: string, keyId: string, ipWhitelist: readonly string[]): Promise<ChangeOutcome> {
-    return this.change(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist]);
+    return this.changeActive(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist]);
   }
 
   /** Revokes an active key; a revoked key comes back unchanged (`changed: false`). */
   async revoke(accountId: string, keyId: string): Promise<KeyChange | 'not_found'> {
-    const outcome = await this.change(accountId, keyId, 'revoked_at = clock_timestamp()', []);
+    const outcome = await this.changeActive(accountId, keyId, 'revoked_at = clock_timestamp()', []);
     if (outcome !== 'revoked') return outcome;
+    return (await this.unchanged(accountId, keyId)) ?? 'not_found';
+  }
+
+  /**
+   * Disables an active, enabled key (sets `disabled_at`). A disabled key comes
+   * back unchanged (`changed: false`, no new version); a revoked one is 'revoked'.
+   */
+  disable(accountId: string, keyId: string): Promise<ChangeOutcome> {
+    return this.toggle(accountId, keyId, 'disabled_at = clock_timestamp()', 'k.disabled_at is null');
+  }
+
+  /** Enables a disabled key (clears `disabled_at`); as `disable`, an enabled key comes back unchanged. */
+  enable(accountId: string, keyId: string): Promise<ChangeOutcome> {
+    return this.toggle(accountId, keyId, 'disabled_at = null', 'k.disabled_at is not null');
+  }
+
+  /** A change that applies only while `when` holds; when it does not, the key as it is. */
+  private async toggle(accountId: string, keyId: string, assignment: string, when: string): Promise<ChangeOutcome> {
+    const outcome = await this.change(accountId, keyId, assignment, [], when);
+    if (outcome !== 'unchanged') return outcome;
+    // Between the two statements the key may have been revoked: say so rather than return it.
+    const current = await this.unchanged(accountId, keyId);
+    if (current === undefined) return 'not_found';
+    return current.record.revokedAt === null ? current : 'revoked';
+  }
+
+  /** The key as it is, as a no-op change (no outbox row). */
+  private async unchanged(accountId: string, keyId: string): Promise<KeyChange | undefined> {
     const rows = await this.run<KeyRow>(`${selectKeys('keyward.api_keys k')} where k.account_id = $1::text and k.id = $2::uuid`, [
       accountId,
       keyId,
     ]);
-    if (rows[0] === undefined) return 'not_found';
+    if (rows[0] === undefined) return undefined;
     return { record: toRecord(rows[0]), secretHash: rows[0].secret_hash.toString('hex'), changed: false, outboxSeq: undefined };
   }
 
@@ -159,18 +188,31 @@ export class KeyStore {
     return new Map(rows.map((row) => [row.secret_hash.toString('hex'), keyStateOf(toRecord(row))]));
   }
 
+  /** `change` without a further condition: a key it did not update is missing or revoked. */
+  private async changeActive(accountId: string, keyId: string, assignment: string, values: readonly unknown[]): Promise<ChangeOutcome> {
+    const outcome = await this.change(accountId, keyId, assignment, values);
+    return outcome === 'unchanged' ? 'revoked' : outcome;
+  }
+
   /**
    * Applies `assignment` to an active key of the account, incrementing its
    * version, and records the change in the invalidation outbox in the same
    * statement (so in the same transaction). Tells a missing key from a
-   * revoked one when nothing was updated.
+   * revoked one when nothing was updated, and, with a further condition
+   * `when`, a key that does not meet it ('unchanged').
    */
-  private async change(accountId: string, keyId: string, assignment: string, values: readonly unknown[]): Promise<ChangeOutcome> {
+  private async change(
+    accountId: string,
+    keyId: string,
+    assignment: string,
+    values: readonly unknown[],
+    when = 'true',
+  ): Promise<ChangeOutcome | 'unchanged'> {
     const rows = await this.run<KeyRow & { outbox_seq: string }>(
       `with changed as (
          update keyward.api_keys k
             set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
-          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null
+          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null and ${when}
          returning k.*
        ), outbox as (
          insert into keyward.key_invalidations (secret_hash, version)
@@ -184,11 +226,12 @@ export class KeyStore {
     if (row !== undefined) {
       return { record: toRecord(row), secretHash: row.secret_hash.toString('hex'), changed: true, outboxSeq: row.outbox_seq };
     }
-    const existing = await this.run<{ id: string }>(
-      'select id from keyward.api_keys where account_id = $1::text and id = $2::uuid',
+    const existing = await this.run<{ revoked: boolean }>(
+      'select revoked_at is not null as revoked from keyward.api_keys where account_id = $1::text and id = $2::uuid',
       [accountId, keyId],
     );
-    return existing.length === 0 ? 'not_found' : 'revoked';
+    if (existing[0] === undefined) return 'not_found';
+    return existing[0].revoked ? 'revoked' : 'unchanged';
   }
 
   private run<Row extends pg.QueryResultRow>(text: string, values: readonly unknown[]): Promise<Row[]> {
@@ -208,6 +251,7 @@ function toRecord(row: KeyRow): KeyRecord {
     createdAt: row.created_at,
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
+    disabledAt: row.disabled_at,
     version: Number(row.version),
     usage: {
       requestCount: BigInt(row.request_count ?? 0),

@@ -3,6 +3,10 @@ import { type ChannelCredentials, type Client, Metadata, type ServiceError, cred
 import {
   CreateKeyRequest,
   type CreateKeyResponse,
+  DisableKeyRequest,
+  type DisableKeyResponse,
+  EnableKeyRequest,
+  type EnableKeyResponse,
   Environment,
   GetKeyRequest,
   type GetKeyResponse,
@@ -87,6 +91,14 @@ export class AdminClient {
 
   revokeKey(request: Partial<RevokeKeyRequest>): Promise<RevokeKeyResponse> {
     return unary(this.raw, 'revokeKey', RevokeKeyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  disableKey(request: Partial<DisableKeyRequest>): Promise<DisableKeyResponse> {
+    return unary(this.raw, 'disableKey', DisableKeyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  enableKey(request: Partial<EnableKeyRequest>): Promise<EnableKeyResponse> {
+    return unary(this.raw, 'enableKey', EnableKeyRequest.fromPartial(request), bearer(this.token));
   }
 
   close(): void {

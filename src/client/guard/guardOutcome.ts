@@ -61,8 +61,8 @@ interface Refusal {
 
 /**
  * Verify's codes by their proto name, the stable part of the contract: a code
- * added to the proto later (`VERIFY_CODE_DISABLED`) is mapped here before the
- * generated enum knows it, and takes effect once the code is regenerated.
+ * added to the proto later is mapped here by name (as `VERIFY_CODE_DISABLED`
+ * was before the proto had it), and takes effect once the code is regenerated.
  */
 const REFUSAL_BY_CODE_NAME: Readonly<Record<string, Refusal>> = {
   VERIFY_CODE_MISSING_KEY: { status: 401, code: 'missing_api_key' },

@@ -81,6 +81,11 @@ export enum VerifyCode {
   VERIFY_CODE_IP_NOT_ALLOWED = 6,
   /** VERIFY_CODE_INSUFFICIENT_SCOPE - 403: a required scope is not granted; see missing_scopes. */
   VERIFY_CODE_INSUFFICIENT_SCOPE = 7,
+  /**
+   * VERIFY_CODE_DISABLED - 401: the key is disabled (DisableKey) until it is enabled again. Checked
+   * after REVOKED and before EXPIRED.
+   */
+  VERIFY_CODE_DISABLED = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -110,6 +115,9 @@ export function verifyCodeFromJSON(object: any): VerifyCode {
     case 7:
     case "VERIFY_CODE_INSUFFICIENT_SCOPE":
       return VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE;
+    case 8:
+    case "VERIFY_CODE_DISABLED":
+      return VerifyCode.VERIFY_CODE_DISABLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -135,6 +143,8 @@ export function verifyCodeToJSON(object: VerifyCode): string {
       return "VERIFY_CODE_IP_NOT_ALLOWED";
     case VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE:
       return "VERIFY_CODE_INSUFFICIENT_SCOPE";
+    case VerifyCode.VERIFY_CODE_DISABLED:
+      return "VERIFY_CODE_DISABLED";
     case VerifyCode.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -178,10 +188,15 @@ export interface ApiKey {
   /** Client address of the most recent use; empty when never used. */
   lastUsedIp: string;
   /**
-   * Of request_count, the calls Verify refused (revoked, expired, address
-   * outside the whitelist, missing scope): a revoked key still being tried.
+   * Of request_count, the calls Verify refused (revoked, disabled, expired,
+   * address outside the whitelist, missing scope): a revoked key still being tried.
    */
   refusedCount: bigint;
+  /**
+   * Set while the key is disabled (DisableKey); unset once enabled again.
+   * A disabled key answers VERIFY_CODE_DISABLED until EnableKey.
+   */
+  disabledAt?: Date | undefined;
 }
 
 export interface CreateKeyRequest {
@@ -261,6 +276,24 @@ export interface RevokeKeyResponse {
   key?: ApiKey | undefined;
 }
 
+export interface DisableKeyRequest {
+  accountId: string;
+  keyId: string;
+}
+
+export interface DisableKeyResponse {
+  key?: ApiKey | undefined;
+}
+
+export interface EnableKeyRequest {
+  accountId: string;
+  keyId: string;
+}
+
+export interface EnableKeyResponse {
+  key?: ApiKey | undefined;
+}
+
 export interface VerifyRequest {
   /** The raw X-API-Key header value; empty when the header was missing. */
   key: string;
@@ -335,6 +368,7 @@ function createBaseApiKey(): ApiKey {
     requestCount: 0n,
     lastUsedIp: "",
     refusedCount: 0n,
+    disabledAt: undefined,
   };
 }
 
@@ -387,6 +421,9 @@ export const ApiKey: MessageFns<ApiKey> = {
         throw new globalThis.Error("value provided for field message.refusedCount of type uint64 too large");
       }
       writer.uint32(112).uint64(message.refusedCount);
+    }
+    if (message.disabledAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.disabledAt), writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -516,6 +553,14 @@ export const ApiKey: MessageFns<ApiKey> = {
             message.refusedCount = reader.uint64() as bigint;
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.disabledAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -580,6 +625,11 @@ export const ApiKey: MessageFns<ApiKey> = {
         : isSet(object.refused_count)
         ? BigInt(object.refused_count)
         : 0n,
+      disabledAt: isSet(object.disabledAt)
+        ? fromJsonTimestamp(object.disabledAt)
+        : isSet(object.disabled_at)
+        ? fromJsonTimestamp(object.disabled_at)
+        : undefined,
     };
   },
 
@@ -627,6 +677,9 @@ export const ApiKey: MessageFns<ApiKey> = {
     if (message.refusedCount !== 0n) {
       obj.refusedCount = message.refusedCount.toString();
     }
+    if (message.disabledAt !== undefined) {
+      obj.disabledAt = message.disabledAt.toISOString();
+    }
     return obj;
   },
 
@@ -653,6 +706,7 @@ export const ApiKey: MessageFns<ApiKey> = {
     message.refusedCount = (object.refusedCount !== undefined && object.refusedCount !== null)
       ? BigInt(object.refusedCount)
       : 0n;
+    message.disabledAt = object.disabledAt ?? undefined;
     return message;
   },
 };
@@ -1801,6 +1855,326 @@ export const RevokeKeyResponse: MessageFns<RevokeKeyResponse> = {
   },
 };
 
+function createBaseDisableKeyRequest(): DisableKeyRequest {
+  return { accountId: "", keyId: "" };
+}
+
+export const DisableKeyRequest: MessageFns<DisableKeyRequest> = {
+  encode(message: DisableKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(18).string(message.keyId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableKeyRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DisableKeyRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableKeyRequest>): DisableKeyRequest {
+    return DisableKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableKeyRequest>): DisableKeyRequest {
+    const message = createBaseDisableKeyRequest();
+    message.accountId = object.accountId ?? "";
+    message.keyId = object.keyId ?? "";
+    return message;
+  },
+};
+
+function createBaseDisableKeyResponse(): DisableKeyResponse {
+  return { key: undefined };
+}
+
+export const DisableKeyResponse: MessageFns<DisableKeyResponse> = {
+  encode(message: DisableKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== undefined) {
+      ApiKey.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = ApiKey.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableKeyResponse {
+    return { key: isSet(object.key) ? ApiKey.fromJSON(object.key) : undefined };
+  },
+
+  toJSON(message: DisableKeyResponse): unknown {
+    const obj: any = {};
+    if (message.key !== undefined) {
+      obj.key = ApiKey.toJSON(message.key);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableKeyResponse>): DisableKeyResponse {
+    return DisableKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableKeyResponse>): DisableKeyResponse {
+    const message = createBaseDisableKeyResponse();
+    message.key = (object.key !== undefined && object.key !== null) ? ApiKey.fromPartial(object.key) : undefined;
+    return message;
+  },
+};
+
+function createBaseEnableKeyRequest(): EnableKeyRequest {
+  return { accountId: "", keyId: "" };
+}
+
+export const EnableKeyRequest: MessageFns<EnableKeyRequest> = {
+  encode(message: EnableKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(18).string(message.keyId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableKeyRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EnableKeyRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableKeyRequest>): EnableKeyRequest {
+    return EnableKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableKeyRequest>): EnableKeyRequest {
+    const message = createBaseEnableKeyRequest();
+    message.accountId = object.accountId ?? "";
+    message.keyId = object.keyId ?? "";
+    return message;
+  },
+};
+
+function createBaseEnableKeyResponse(): EnableKeyResponse {
+  return { key: undefined };
+}
+
+export const EnableKeyResponse: MessageFns<EnableKeyResponse> = {
+  encode(message: EnableKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== undefined) {
+      ApiKey.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = ApiKey.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableKeyResponse {
+    return { key: isSet(object.key) ? ApiKey.fromJSON(object.key) : undefined };
+  },
+
+  toJSON(message: EnableKeyResponse): unknown {
+    const obj: any = {};
+    if (message.key !== undefined) {
+      obj.key = ApiKey.toJSON(message.key);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableKeyResponse>): EnableKeyResponse {
+    return EnableKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableKeyResponse>): EnableKeyResponse {
+    const message = createBaseEnableKeyResponse();
+    message.key = (object.key !== undefined && object.key !== null) ? ApiKey.fromPartial(object.key) : undefined;
+    return message;
+  },
+};
+
 function createBaseVerifyRequest(): VerifyRequest {
   return { key: "", clientIp: "", requiredScopes: [] };
 }
@@ -2538,6 +2912,32 @@ export const KeyAdminServiceService = {
     responseSerialize: (value: RevokeKeyResponse): Buffer => Buffer.from(RevokeKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeKeyResponse => RevokeKeyResponse.decode(value),
   },
+  /**
+   * Disables the key until EnableKey: Verify answers VERIFY_CODE_DISABLED.
+   * Disabling a disabled key changes nothing; a revoked key cannot be disabled.
+   */
+  disableKey: {
+    path: "/keyward.v1.KeyAdminService/DisableKey" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DisableKeyRequest): Buffer => Buffer.from(DisableKeyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DisableKeyRequest => DisableKeyRequest.decode(value),
+    responseSerialize: (value: DisableKeyResponse): Buffer => Buffer.from(DisableKeyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DisableKeyResponse => DisableKeyResponse.decode(value),
+  },
+  /**
+   * Enables a disabled key again. Enabling an enabled key changes nothing; a
+   * revoked key cannot be enabled.
+   */
+  enableKey: {
+    path: "/keyward.v1.KeyAdminService/EnableKey" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EnableKeyRequest): Buffer => Buffer.from(EnableKeyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EnableKeyRequest => EnableKeyRequest.decode(value),
+    responseSerialize: (value: EnableKeyResponse): Buffer => Buffer.from(EnableKeyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EnableKeyResponse => EnableKeyResponse.decode(value),
+  },
 } as const;
 
 export interface KeyAdminServiceServer extends UntypedServiceImplementation {
@@ -2552,6 +2952,16 @@ export interface KeyAdminServiceServer extends UntypedServiceImplementation {
   updateIpWhitelist: handleUnaryCall<UpdateIpWhitelistRequest, UpdateIpWhitelistResponse>;
   /** Revokes the key for good. Revoking a revoked key changes nothing. */
   revokeKey: handleUnaryCall<RevokeKeyRequest, RevokeKeyResponse>;
+  /**
+   * Disables the key until EnableKey: Verify answers VERIFY_CODE_DISABLED.
+   * Disabling a disabled key changes nothing; a revoked key cannot be disabled.
+   */
+  disableKey: handleUnaryCall<DisableKeyRequest, DisableKeyResponse>;
+  /**
+   * Enables a disabled key again. Enabling an enabled key changes nothing; a
+   * revoked key cannot be enabled.
+   */
+  enableKey: handleUnaryCall<EnableKeyRequest, EnableKeyResponse>;
 }
 
 export interface KeyAdminServiceClient extends Client {
@@ -2649,6 +3059,44 @@ export interface KeyAdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Disables the key until EnableKey: Verify answers VERIFY_CODE_DISABLED.
+   * Disabling a disabled key changes nothing; a revoked key cannot be disabled.
+   */
+  disableKey(
+    request: DisableKeyRequest,
+    callback: (error: ServiceError | null, response: DisableKeyResponse) => void,
+  ): ClientUnaryCall;
+  disableKey(
+    request: DisableKeyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DisableKeyResponse) => void,
+  ): ClientUnaryCall;
+  disableKey(
+    request: DisableKeyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DisableKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Enables a disabled key again. Enabling an enabled key changes nothing; a
+   * revoked key cannot be enabled.
+   */
+  enableKey(
+    request: EnableKeyRequest,
+    callback: (error: ServiceError | null, response: EnableKeyResponse) => void,
+  ): ClientUnaryCall;
+  enableKey(
+    request: EnableKeyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EnableKeyResponse) => void,
+  ): ClientUnaryCall;
+  enableKey(
+    request: EnableKeyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EnableKeyResponse) => void,
   ): ClientUnaryCall;
 }
 
