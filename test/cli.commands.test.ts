@@ -303,6 +303,44 @@ describe('the keyward command', () => {
     });
   });
 
+  describe('keys events', () => {
+    it("prints an account's or a key's audit trail, newest first, as a table or JSON, every page or --limit", async () => {
+      const accountId = newAccountId();
+      const { id, secret } = await createKey(accountId, '--ip', '10.0.0.0/8');
+      assert.equal((await runCli(['keys', 'scopes', 'set', id, 'jobs:read,jobs:write', '--account', accountId], env)).code, 0);
+      assert.equal((await runCli(['keys', 'disable', id, '--account', accountId], env)).code, 0);
+      const other = await createKey(accountId);
+
+      const table = await runCli(['keys', 'events', id, '--account', accountId], env);
+      assert.equal(table.code, 0, table.stderr);
+      const lines = table.stdout.trimEnd().split('\n');
+      assert.match(lines[0] as string, /^TIME +ACTION +ACTOR +ADDRESS +CHANGES$/);
+      assert.equal(lines.length, 4);
+      assert.match(lines[1] as string, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +disable +default +127\.0\.0\.1 +disabled_at: null → "\d{4}-[^"]+Z"$/);
+      assert.match(lines[2] as string, / scopes +default +127\.0\.0\.1 +scopes: \["jobs:read"\] → \["jobs:read","jobs:write"\]$/);
+      assert.match(lines[3] as string, / create +default +127\.0\.0\.1 +name: "cli key"; environment: "live"; scopes: \["jobs:read"\]; ip_whitelist: \["10\.0\.0\.0\/8"\]; expires_at: null$/);
+      assert.ok(!table.stdout.includes(secret.slice(9)));
+
+      const whole = parseJson(await runCli(['keys', 'events', '--account', accountId, '--json'], env)).events as Array<Record<string, unknown>>;
+      assert.deepEqual(whole.map((event) => [event.keyId, event.action, event.actor, event.clientAddress]), [
+        [other.id, 'KEY_ACTION_CREATE', 'default', '127.0.0.1'],
+        [id, 'KEY_ACTION_DISABLE', 'default', '127.0.0.1'],
+        [id, 'KEY_ACTION_SCOPES', 'default', '127.0.0.1'],
+        [id, 'KEY_ACTION_CREATE', 'default', '127.0.0.1'],
+      ]);
+      assert.deepEqual(whole[2]?.changes, [{ field: 'scopes', before: ['jobs:read'], after: ['jobs:read', 'jobs:write'] }]);
+      const accountTable = await runCli(['keys', 'events', '--account', accountId], env);
+      assert.match(accountTable.stdout.split('\n')[0] as string, /^TIME +KEY +ACTION +ACTOR +ADDRESS +CHANGES$/);
+
+      const limited = parseJson(await runCli(['keys', 'events', '--account', accountId, '--limit', '3', '--json'], env)).events as Array<Record<string, unknown>>;
+      assert.deepEqual(limited.map((event) => event.id), whole.slice(0, 3).map((event) => event.id));
+      assert.equal((await runCli(['keys', 'events', '--account', newAccountId()], env)).stdout, 'no events\n');
+      assert.equal((await runCli(['keys', 'events', id, '--account', newAccountId()], env)).stdout, 'no events\n');
+      assertOneLineError(await runCli(['keys', 'events', '--account', accountId, '--limit', '0'], env), 2, /^error: --limit "0": not a whole number/);
+      assertOneLineError(await runCli(['keys', 'events', 'nope', '--account', accountId], env), 1, /^error: INVALID_ARGUMENT: key_id "nope"/);
+    });
+  });
+
   describe('keys revoke', () => {
     it('refuses without --yes when stdin is not a terminal, and revokes with it', async () => {
       const accountId = newAccountId();
@@ -458,6 +496,7 @@ describe('the keyward command', () => {
       ['keys', 'disable'],
       ['keys', 'enable'],
       ['keys', 'revoke'],
+      ['keys', 'events'],
       ['verify'],
     ];
 

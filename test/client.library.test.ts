@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
-import { Environment, KeywardClient, VerifyCode } from '../src/client';
+import { Environment, KeyAction, KeywardClient, VerifyCode } from '../src/client';
 import { backoffMs } from '../src/client/retryPolicy';
 import { packageRoot } from '../src/packageRoot';
 import { assertGrpcError } from './helpers/clients';
@@ -172,6 +172,43 @@ describe('keyward/client', () => {
       const afterRevoke = await client.verify({ key: created.secret });
       assert.deepEqual([afterRevoke.valid, afterRevoke.code, afterRevoke.httpStatus], [false, VerifyCode.VERIFY_CODE_REVOKED, 401]);
       assert.deepEqual((await client.listKeys({ accountId })).keys, []);
+    });
+
+    it("lists a key's and an account's audit events, newest first, paged, and retries the call when the connection drops", async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.createKey({ accountId, name: 'audited', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'] })).key?.id as string;
+      await client.updateScopes({ accountId, keyId, scopes: ['jobs:write'] });
+      await client.revokeKey({ accountId, keyId });
+      const first = await client.listKeyEvents({ accountId, keyId, pageSize: 2 });
+      assert.deepEqual(first.events.map((event) => [event.action, event.actor, event.clientAddress]), [
+        [KeyAction.KEY_ACTION_REVOKE, 'default', '127.0.0.1'],
+        [KeyAction.KEY_ACTION_SCOPES, 'default', '127.0.0.1'],
+      ]);
+      assert.deepEqual(first.events[1]?.changes, [{ field: 'scopes', beforeJson: '["jobs:read"]', afterJson: '["jobs:write"]' }]);
+      const second = await client.listKeyEvents({ accountId, pageToken: first.nextPageToken, keyId });
+      assert.deepEqual([second.events.map((event) => event.action), second.nextPageToken], [[KeyAction.KEY_ACTION_CREATE], '']);
+      assert.equal((await client.listKeyEvents({ accountId })).events.length, 3);
+      await assertGrpcError(client.listKeyEvents({ accountId, pageToken: 'tampered' }), status.INVALID_ARGUMENT, /^page_token/);
+
+      const metricsPort = server.metricsPort as number;
+      const calls = (): Promise<number> => metricSum(metricsPort, 'keyward_admin_calls_total{method="ListKeyEvents"');
+      const proxy = await FaultProxy.start('127.0.0.1', server.port);
+      const flaky = new KeywardClient({ address: `127.0.0.1:${proxy.port}`, adminToken: ADMIN_TOKEN, deadlineMs: 10_000, retries: 2 });
+      try {
+        await flaky.getKey({ accountId, keyId });
+        proxy.holdAnswersTo(keyId);
+        const callsBefore = await calls();
+        const listing = rejection(flaky.listKeyEvents({ accountId, keyId }));
+        for (let attempt = 1; attempt <= 3; attempt++) {
+          await waitUntil(`ListKeyEvents attempt ${attempt} answered by the server`, async () => (await calls()) - callsBefore >= attempt);
+          proxy.cut();
+        }
+        assert.equal((await listing).code, status.UNAVAILABLE);
+        assert.equal((await calls()) - callsBefore, 3, 'ListKeyEvents: one call and two retries');
+      } finally {
+        flaky.close();
+        await proxy.close();
+      }
     });
 
     it('rejects with the ServiceError: its code and the message naming the field', async () => {

@@ -1,13 +1,14 @@
 import { KeywardError, invalidArgument, keyNotFound } from '../errors';
 import { type Environment, type KeyFormat, hashSecret } from '../keys/KeyFormat';
+import type { AdminContext, KeyEventRecord } from '../keys/KeyEvent';
 import type { KeyRecord } from '../keys/KeyRecord';
 import { checkAccountId, checkExpiresAt, checkKeyId, checkName, checkPageSize } from '../keys/fields';
 import { normaliseWhitelist } from '../keys/ipWhitelist';
 import type { ScopeCatalog } from '../keys/scopes';
 import type { ChangeOutcome, KeyChange, KeyStore } from '../store/KeyStore';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { decodeEventPageToken, decodePageToken, encodeEventPageToken, encodePageToken } from './pageToken';
 
-/** A ListKeys page ends once its keys' estimated size reaches this (half a gRPC client's default limit). */
+/** A ListKeys (or ListKeyEvents) page ends once its estimated size reaches this (half a gRPC client's default limit). */
 export const PAGE_MAX_BYTES = 2 << 20;
 
 /** An upper estimate of a key's size in an ApiKey message: its strings, plus room for the tags, numbers and times. */
@@ -16,6 +17,25 @@ function estimatedBytes(record: KeyRecord): number {
   for (const scope of record.scopes) bytes += scope.length + 2;
   for (const entry of record.ipWhitelist) bytes += entry.length + 2;
   return bytes;
+}
+
+/** An upper estimate of an event's size in a KeyEvent message. */
+function estimatedEventBytes(event: KeyEventRecord): number {
+  let bytes = 160 + Buffer.byteLength(event.actor);
+  for (const change of event.changes) {
+    bytes += 16 + change.field.length + Buffer.byteLength(JSON.stringify(change.before) ?? '') + Buffer.byteLength(JSON.stringify(change.after) ?? '');
+  }
+  return bytes;
+}
+
+/** How many of `items`, from the first, fit in a page of about PAGE_MAX_BYTES (at least one). */
+function fittingCount<T>(items: readonly T[], size: (item: T) => number): number {
+  let count = 0;
+  for (let bytes = 0; count < items.length; count++) {
+    bytes += size(items[count] as T);
+    if (bytes > PAGE_MAX_BYTES && count > 0) break;
+  }
+  return count;
 }
 
 /**
@@ -36,6 +56,14 @@ export interface CreateKeyInput {
   readonly expiresAt: Date | undefined;
 }
 
+export interface ListKeyEventsInput {
+  readonly accountId: string;
+  /** '' for every key of the account. */
+  readonly keyId: string;
+  readonly pageSize: number;
+  readonly pageToken: string;
+}
+
 export interface ListKeysInput {
   readonly accountId: string;
   readonly includeRevoked: boolean;
@@ -46,6 +74,8 @@ export interface ListKeysInput {
 /**
  * The admin use cases: validate, write to Postgres, tell the listener.
  * Transport-free; src/grpc/adminService.ts maps messages to and from it.
+ * Every change takes the caller's AdminContext, recorded with its audit
+ * event in the change's own statement (see KeyStore).
  */
 export class KeyAdmin {
   constructor(
@@ -57,7 +87,7 @@ export class KeyAdmin {
   ) {}
 
   /** Creates a key; the secret in the result is the only copy there will ever be. */
-  async create(input: CreateKeyInput): Promise<{ record: KeyRecord; secret: string }> {
+  async create(context: AdminContext, input: CreateKeyInput): Promise<{ record: KeyRecord; secret: string }> {
     const accountId = checkAccountId(input.accountId);
     const name = checkName(input.name);
     if (input.environment === undefined) {
@@ -67,16 +97,19 @@ export class KeyAdmin {
     const ipWhitelist = normaliseWhitelist('ip_whitelist', input.ipWhitelist);
     const expiresAt = checkExpiresAt(input.expiresAt, this.now());
     const secret = this.format.generate(input.environment);
-    const record = await this.store.insert({
-      accountId,
-      name,
-      environment: input.environment,
-      secretHash: hashSecret(secret),
-      display: this.format.display(secret, input.environment),
-      scopes,
-      ipWhitelist,
-      expiresAt,
-    });
+    const record = await this.store.insert(
+      {
+        accountId,
+        name,
+        environment: input.environment,
+        secretHash: hashSecret(secret),
+        display: this.format.display(secret, input.environment),
+        scopes,
+        ipWhitelist,
+        expiresAt,
+      },
+      context,
+    );
     return { record, secret };
   }
 
@@ -99,64 +132,79 @@ export class KeyAdmin {
     const pageSize = checkPageSize(input.pageSize);
     const beforeSeq = decodePageToken(input.pageToken, accountId, input.includeRevoked);
     const page = await this.store.list(accountId, input.includeRevoked, beforeSeq, pageSize);
-    let count = 0;
-    for (let bytes = 0; count < page.records.length; count++) {
-      bytes += estimatedBytes(page.records[count] as KeyRecord);
-      if (bytes > PAGE_MAX_BYTES && count > 0) break;
-    }
+    const count = fittingCount(page.records, estimatedBytes);
     const more = page.more || count < page.records.length;
     const lastSeq = page.seqs[count - 1];
     const nextPageToken = more && lastSeq !== undefined ? encodePageToken({ accountId, includeRevoked: input.includeRevoked, lastSeq }) : '';
     return { records: page.records.slice(0, count), nextPageToken };
   }
 
-  async updateScopes(accountIdInput: string, keyIdInput: string, scopesInput: readonly string[]): Promise<KeyRecord> {
+  /**
+   * One page of the audit trail of an account, or of one of its keys, newest
+   * first; paged as `list` is. A key id of another account, or of no key,
+   * gives an empty list, the same answer as a key without events, so the
+   * call tells nothing about other accounts.
+   */
+  async listEvents(input: ListKeyEventsInput): Promise<{ events: KeyEventRecord[]; nextPageToken: string }> {
+    const accountId = checkAccountId(input.accountId);
+    const keyId = input.keyId === '' ? '' : checkKeyId(input.keyId);
+    const pageSize = checkPageSize(input.pageSize);
+    const beforeId = decodeEventPageToken(input.pageToken, accountId, keyId);
+    const page = await this.store.listEvents(accountId, keyId === '' ? undefined : keyId, beforeId, pageSize);
+    const count = fittingCount(page.events, estimatedEventBytes);
+    const more = page.more || count < page.events.length;
+    const lastId = page.events[count - 1]?.id;
+    const nextPageToken = more && lastId !== undefined ? encodeEventPageToken({ accountId, keyId, lastId }) : '';
+    return { events: page.events.slice(0, count), nextPageToken };
+  }
+
+  async updateScopes(context: AdminContext, accountIdInput: string, keyIdInput: string, scopesInput: readonly string[]): Promise<KeyRecord> {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
     const scopes = this.catalog.normalise('scopes', scopesInput);
-    return this.settle(accountId, keyId, await this.store.updateScopes(accountId, keyId, scopes));
+    return this.settle(accountId, keyId, await this.store.updateScopes(accountId, keyId, scopes, context));
   }
 
-  async updateIpWhitelist(accountIdInput: string, keyIdInput: string, entries: readonly string[]): Promise<KeyRecord> {
+  async updateIpWhitelist(context: AdminContext, accountIdInput: string, keyIdInput: string, entries: readonly string[]): Promise<KeyRecord> {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
     const ipWhitelist = normaliseWhitelist('ip_whitelist', entries);
-    return this.settle(accountId, keyId, await this.store.updateIpWhitelist(accountId, keyId, ipWhitelist));
+    return this.settle(accountId, keyId, await this.store.updateIpWhitelist(accountId, keyId, ipWhitelist, context));
   }
 
   /**
-   * Revokes a key. Revoking a revoked key is not an error and changes nothing,
-   * but the revocation is announced again, so that retrying a revoke whose
+   * Revokes a key. Revoking a revoked key is not an error and changes nothing
+   * (no audit event), but the revocation is announced again, so that retrying a revoke whose
    * first attempt failed after committing still ends with every cache told.
    */
-  async revoke(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+  async revoke(context: AdminContext, accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
-    return this.settle(accountId, keyId, await this.store.revoke(accountId, keyId));
+    return this.settle(accountId, keyId, await this.store.revoke(accountId, keyId, context));
   }
 
   /**
    * Disables a key until `enable`: Verify answers DISABLED. Disabling a
    * disabled key is not an error and changes nothing (no new version, the
-   * same `disabled_at`), but is announced again, as a repeated revoke is. A
+   * same `disabled_at`, no audit event), but is announced again, as a repeated revoke is. A
    * revoked key cannot be disabled (FAILED_PRECONDITION): it is refused for
    * good already, and a later "enable" could not undo the revocation anyway.
    */
-  async disable(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+  async disable(context: AdminContext, accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
-    return this.settle(accountId, keyId, await this.store.disable(accountId, keyId), 'disabled');
+    return this.settle(accountId, keyId, await this.store.disable(accountId, keyId, context), 'disabled');
   }
 
   /**
    * Enables a disabled key again. Enabling an enabled key changes nothing
-   * (announced again, no new version); a revoked key cannot be enabled
+   * (announced again, no new version, no audit event); a revoked key cannot be enabled
    * (FAILED_PRECONDITION): revocation is for good.
    */
-  async enable(accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
+  async enable(context: AdminContext, accountIdInput: string, keyIdInput: string): Promise<KeyRecord> {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
-    return this.settle(accountId, keyId, await this.store.enable(accountId, keyId), 'enabled');
+    return this.settle(accountId, keyId, await this.store.enable(accountId, keyId, context), 'enabled');
   }
 
   private async settle(accountId: string, keyId: string, outcome: ChangeOutcome, refused: 'changed' | 'disabled' | 'enabled' = 'changed'): Promise<KeyRecord> {

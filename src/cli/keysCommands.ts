@@ -4,10 +4,11 @@ import { CliError, EXIT, usageError } from './CliError';
 import { accountOption, adminAction, print, printKey } from './adminAction';
 import { parseEnvironment, parseExpiry, splitList } from './arguments';
 import { confirm } from './confirm';
+import { registerEventsCommand } from './eventsCommand';
 import { registerKeyChangeCommands } from './keyChangeCommands';
 import { apiKeyJson, formatKey, formatKeyTable, json } from './output';
 
-/** `keyward keys …`: create, list, show, scopes, whitelist, disable, enable, revoke. */
+/** `keyward keys …`: create, list, show, scopes, whitelist, disable, enable, revoke, events. */
 export function registerKeysCommands(program: Command): void {
   const keys = program
     .command('keys')
@@ -117,4 +118,6 @@ export function registerKeysCommands(program: Command): void {
         printKey((await client.revokeKey({ accountId: options.account, keyId })).key, options);
       }),
     );
+
+  registerEventsCommand(keys);
 }

@@ -10,6 +10,8 @@ import {
   type GetKeyResponse,
   KeyAdminServiceClient,
   KeyVerifierServiceClient,
+  ListKeyEventsRequest,
+  type ListKeyEventsResponse,
   ListKeysRequest,
   type ListKeysResponse,
   RevokeKeyRequest,
@@ -26,7 +28,7 @@ import { withRetries } from './retryPolicy';
 
 /** Deadline of a call (retries included), unless the options or the call say otherwise. */
 export const DEFAULT_DEADLINE_MS = 2_000;
-/** Retries of a safe call (Verify, GetKey, ListKeys) after UNAVAILABLE or DEADLINE_EXCEEDED. */
+/** Retries of a safe call (Verify, GetKey, ListKeys, ListKeyEvents) after UNAVAILABLE or DEADLINE_EXCEEDED. */
 export const DEFAULT_RETRIES = 2;
 
 export interface KeywardClientOptions {
@@ -40,7 +42,7 @@ export interface KeywardClientOptions {
   verifierToken?: string;
   /** Deadline of each call, retries included, in milliseconds; default 2000. */
   deadlineMs?: number;
-  /** Retries of Verify, GetKey and ListKeys after UNAVAILABLE or DEADLINE_EXCEEDED; default 2. Changes are never retried. */
+  /** Retries of Verify, GetKey, ListKeys and ListKeyEvents after UNAVAILABLE or DEADLINE_EXCEEDED; default 2. Changes are never retried. */
   retries?: number;
 }
 
@@ -60,7 +62,7 @@ type UnaryMethod = (
 /**
  * A promise-based client of keyward's two services over one channel. Every
  * call has a deadline, which its retries share: a call settles by then.
- * Verify, GetKey and ListKeys (which change nothing) are retried with a
+ * Verify, GetKey, ListKeys and ListKeyEvents (which change nothing) are retried with a
  * short jittered backoff after UNAVAILABLE or DEADLINE_EXCEEDED while the
  * deadline leaves room; changes never are, since one whose answer was lost
  * may have been applied. A failed call rejects with grpc-js's `ServiceError`
@@ -106,6 +108,14 @@ export class KeywardClient {
   /** One page of an account's keys, newest first; retried (safe). */
   listKeys(request: Partial<ListKeysRequest>, options?: KeywardCallOptions): Promise<ListKeysResponse> {
     return this.safeCall(this.admin, 'listKeys', ListKeysRequest.fromPartial(request), this.adminToken, options);
+  }
+
+  /**
+   * One page of an account's audit trail (of one key with `keyId`), newest
+   * first: who changed what, when and from where; retried (safe).
+   */
+  listKeyEvents(request: Partial<ListKeyEventsRequest>, options?: KeywardCallOptions): Promise<ListKeyEventsResponse> {
+    return this.safeCall(this.admin, 'listKeyEvents', ListKeyEventsRequest.fromPartial(request), this.adminToken, options);
   }
 
   /** Replaces a key's scopes. Never retried. */

@@ -2,10 +2,13 @@ import { type handleUnaryCall, status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { KeyAdmin } from '../admin/KeyAdmin';
 import type { KeyAdminServiceServer } from '../gen/keyward/v1/keyward';
+import type { AdminContext } from '../keys/KeyEvent';
 import { fromProtoEnvironment, toApiKey } from './apiKeyMessage';
-import type { AdminActor, AdminAuthenticator } from './auth';
+import type { AdminAuthenticator } from './auth';
 import { toErrorStatus } from './errorStatus';
+import { toKeyEvent } from './keyEventMessage';
 import { isMalformed } from './malformedRequest';
+import { peerAddress } from './peerAddress';
 
 /** Observes each admin call: method, gRPC status code, seconds taken. */
 export type AdminCallObserver = (method: string, code: status, seconds: number) => void;
@@ -13,7 +16,9 @@ export type AdminCallObserver = (method: string, code: status, seconds: number) 
 /**
  * The KeyAdminService handlers: authenticate the call (its actor is the name
  * of the admin token presented), map the message to a KeyAdmin call and the
- * result back. All the rules live in KeyAdmin.
+ * result back. Each call's AdminContext (actor, and the caller's address from
+ * the connection's peer) goes with every change, into its audit event. All
+ * the rules live in KeyAdmin.
  */
 export function createAdminService(
   admin: KeyAdmin,
@@ -22,11 +27,12 @@ export function createAdminService(
   observe: AdminCallObserver = () => {},
 ): KeyAdminServiceServer {
   const handle =
-    <Req, Res>(method: string, run: (request: Req, actor: AdminActor) => Promise<Res>): handleUnaryCall<Req, Res> =>
+    <Req, Res>(method: string, run: (request: Req, context: AdminContext) => Promise<Res>): handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-      const actor = authenticate(call.metadata, call.getPeer());
+      const peer = call.getPeer();
+      const actor = authenticate(call.metadata, peer);
       if (actor === undefined) {
         observe(method, status.UNAUTHENTICATED, seconds());
         callback({ code: status.UNAUTHENTICATED, details: 'admin RPCs need "authorization: Bearer <admin token>" metadata' });
@@ -37,13 +43,13 @@ export function createAdminService(
         callback({ code: status.INVALID_ARGUMENT, details: call.request.message });
         return;
       }
-      run(call.request, actor).then(
+      run(call.request, { actor: actor.name, clientAddress: peerAddress(peer) }).then(
         (response) => {
           observe(method, status.OK, seconds());
           callback(null, response);
         },
         (error: unknown) => {
-          // The actor goes on the line an error is logged with (an audit trail is issue 12's next part).
+          // The actor goes on the line an error is logged with; a failed change writes no audit event.
           const errorStatus = toErrorStatus(error, logger.child({ actor: actor.name }), method);
           observe(method, errorStatus.code, seconds());
           callback(errorStatus);
@@ -52,8 +58,8 @@ export function createAdminService(
     };
 
   return {
-    createKey: handle('CreateKey', async (request) => {
-      const { record, secret } = await admin.create({
+    createKey: handle('CreateKey', async (request, context) => {
+      const { record, secret } = await admin.create(context, {
         accountId: request.accountId,
         name: request.name,
         environment: fromProtoEnvironment(request.environment),
@@ -68,14 +74,18 @@ export function createAdminService(
       const { records, nextPageToken } = await admin.list(request);
       return { keys: records.map(toApiKey), nextPageToken };
     }),
-    updateScopes: handle('UpdateScopes', async (request) => ({
-      key: toApiKey(await admin.updateScopes(request.accountId, request.keyId, request.scopes)),
+    listKeyEvents: handle('ListKeyEvents', async (request) => {
+      const { events, nextPageToken } = await admin.listEvents(request);
+      return { events: events.map(toKeyEvent), nextPageToken };
+    }),
+    updateScopes: handle('UpdateScopes', async (request, context) => ({
+      key: toApiKey(await admin.updateScopes(context, request.accountId, request.keyId, request.scopes)),
     })),
-    updateIpWhitelist: handle('UpdateIpWhitelist', async (request) => ({
-      key: toApiKey(await admin.updateIpWhitelist(request.accountId, request.keyId, request.ipWhitelist)),
+    updateIpWhitelist: handle('UpdateIpWhitelist', async (request, context) => ({
+      key: toApiKey(await admin.updateIpWhitelist(context, request.accountId, request.keyId, request.ipWhitelist)),
     })),
-    revokeKey: handle('RevokeKey', async (request) => ({ key: toApiKey(await admin.revoke(request.accountId, request.keyId)) })),
-    disableKey: handle('DisableKey', async (request) => ({ key: toApiKey(await admin.disable(request.accountId, request.keyId)) })),
-    enableKey: handle('EnableKey', async (request) => ({ key: toApiKey(await admin.enable(request.accountId, request.keyId)) })),
+    revokeKey: handle('RevokeKey', async (request, context) => ({ key: toApiKey(await admin.revoke(context, request.accountId, request.keyId)) })),
+    disableKey: handle('DisableKey', async (request, context) => ({ key: toApiKey(await admin.disable(context, request.accountId, request.keyId)) })),
+    enableKey: handle('EnableKey', async (request, context) => ({ key: toApiKey(await admin.enable(context, request.accountId, request.keyId)) })),
   };
 }

@@ -1,9 +1,11 @@
 import type pg from 'pg';
 import type { Environment } from '../keys/KeyFormat';
+import type { AdminContext, KeyEventRecord } from '../keys/KeyEvent';
 import type { KeyRecord } from '../keys/KeyRecord';
 import { type KeyState, keyStateOf } from '../keys/VerifiableKey';
 import { LookupBatcher } from './LookupBatcher';
 import { query, querySettled } from './db';
+import { EVENT_COLUMNS, type EventSpec, type KeyEventRow, changesJson, eventValues, insertEventCte, jsonTime, toEventRecord } from './keyEventSql';
 
 /** What CreateKey stores: everything but the secret, which only its hash stands for. */
 export interface NewKey {
@@ -60,6 +62,29 @@ interface KeyRow {
 
 const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
   k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.version, k.secret_hash`;
+export interface KeyEventPage {
+  readonly events: KeyEventRecord[];
+  /** Whether more events follow the page. */
+  readonly more: boolean;
+}
+
+/** What CreateKey records: the initial fields as after-values, never the secret, its hash or the display form. */
+const CREATE_CHANGES = changesJson([
+  ['name', undefined, 'to_jsonb(k.name)'],
+  ['environment', undefined, 'to_jsonb(k.environment)'],
+  ['scopes', undefined, 'to_jsonb(k.scopes)'],
+  ['ip_whitelist', undefined, 'to_jsonb(k.ip_whitelist)'],
+  ['expires_at', undefined, jsonTime('k.expires_at')],
+]);
+
+const EVENTS: Record<'scopes' | 'whitelist' | 'revoke' | 'disable' | 'enable', EventSpec> = {
+  scopes: { action: 'scopes', changes: changesJson([['scopes', 'to_jsonb(old.scopes)', 'to_jsonb(k.scopes)']]) },
+  whitelist: { action: 'whitelist', changes: changesJson([['ip_whitelist', 'to_jsonb(old.ip_whitelist)', 'to_jsonb(k.ip_whitelist)']]) },
+  revoke: { action: 'revoke', changes: changesJson([['revoked_at', jsonTime('old.revoked_at'), jsonTime('k.revoked_at')]]) },
+  disable: { action: 'disable', changes: changesJson([['disabled_at', jsonTime('old.disabled_at'), jsonTime('k.disabled_at')]]) },
+  enable: { action: 'enable', changes: changesJson([['disabled_at', jsonTime('old.disabled_at'), jsonTime('k.disabled_at')]]) },
+};
+
 /** Selects keys with their usage; `from` names the keys `k`. */
 const selectKeys = (from: string, extraColumns = ''): string =>
   `select ${KEY_COLUMNS}, u.request_count, u.refused_count, u.last_used_at, u.last_used_ip${extraColumns === '' ? '' : `, ${extraColumns}`}
@@ -67,7 +92,9 @@ const selectKeys = (from: string, extraColumns = ''): string =>
 
 /**
  * The Postgres side of keys: the source of truth. Every statement is one
- * round trip; every change increments `version` and returns the row as it now is.
+ * round trip; every change increments `version`, writes its invalidation
+ * outbox row and its audit event (keyward.key_events) in the same statement,
+ * and returns the row as it now is.
  */
 export class KeyStore {
   private readonly verifyReads: LookupBatcher<KeyState>;
@@ -88,14 +115,48 @@ export class KeyStore {
     });
   }
 
-  async insert(key: NewKey): Promise<KeyRecord> {
+  /** Inserts a key and its `create` event, in one statement. */
+  async insert(key: NewKey, context: AdminContext): Promise<KeyRecord> {
     const rows = await this.run<KeyRow>(
-      `insert into keyward.api_keys as k (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at)
-       values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz)
-       returning ${KEY_COLUMNS}, null as request_count, null as refused_count, null as last_used_at, null as last_used_ip`,
-      [key.accountId, key.name, key.environment, Buffer.from(key.secretHash, 'hex'), key.display, key.scopes, key.ipWhitelist, key.expiresAt],
+      `with k as (
+         insert into keyward.api_keys (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at)
+         values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz)
+         returning *
+       ), ${insertEventCte('k', CREATE_CHANGES, 9)}
+       select ${KEY_COLUMNS}, null as request_count, null as refused_count, null as last_used_at, null as last_used_ip
+         from k cross join event`,
+      [
+        key.accountId,
+        key.name,
+        key.environment,
+        Buffer.from(key.secretHash, 'hex'),
+        key.display,
+        key.scopes,
+        key.ipWhitelist,
+        key.expiresAt,
+        ...eventValues('create', context),
+      ],
     );
     return toRecord(rows[0] as KeyRow);
+  }
+
+  /**
+   * One page of an account's audit events (of one key when `keyId` is set),
+   * newest first, strictly older than `beforeId`. A key of another account
+   * simply has none here.
+   */
+  async listEvents(accountId: string, keyId: string | undefined, beforeId: string | undefined, limit: number): Promise<KeyEventPage> {
+    const rows = await this.run<KeyEventRow>(
+      `select ${EVENT_COLUMNS} from keyward.key_events e
+        where e.account_id = $1::text
+          and ($2::uuid is null or e.key_id = $2::uuid)
+          and ($3::bigint is null or e.id < $3::bigint)
+        order by e.id desc
+        limit $4::integer`,
+      [accountId, keyId ?? null, beforeId ?? null, limit + 1],
+    );
+    const more = rows.length > limit;
+    return { events: (more ? rows.slice(0, limit) : rows).map(toEventRecord), more };
   }
 
   async get(accountId: string, keyId: string): Promise<KeyRecord | undefined> {
@@ -122,17 +183,17 @@ export class KeyStore {
     return { records: page.map(toRecord), seqs: page.map((row) => row.seq), more };
   }
 
-  updateScopes(accountId: string, keyId: string, scopes: readonly string[]): Promise<ChangeOutcome> {
-    return this.changeActive(accountId, keyId, 'scopes = $3::text[]', [scopes]);
+  updateScopes(accountId: string, keyId: string, scopes: readonly string[], context: AdminContext): Promise<ChangeOutcome> {
+    return this.changeActive(accountId, keyId, 'scopes = $3::text[]', [scopes], EVENTS.scopes, context);
   }
 
-  updateIpWhitelist(accountId: string, keyId: string, ipWhitelist: readonly string[]): Promise<ChangeOutcome> {
-    return this.changeActive(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist]);
+  updateIpWhitelist(accountId: string, keyId: string, ipWhitelist: readonly string[], context: AdminContext): Promise<ChangeOutcome> {
+    return this.changeActive(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist], EVENTS.whitelist, context);
   }
 
-  /** Revokes an active key; a revoked key comes back unchanged (`changed: false`). */
-  async revoke(accountId: string, keyId: string): Promise<KeyChange | 'not_found'> {
-    const outcome = await this.changeActive(accountId, keyId, 'revoked_at = clock_timestamp()', []);
+  /** Revokes an active key; a revoked key comes back unchanged (`changed: false`, no event). */
+  async revoke(accountId: string, keyId: string, context: AdminContext): Promise<KeyChange | 'not_found'> {
+    const outcome = await this.changeActive(accountId, keyId, 'revoked_at = clock_timestamp()', [], EVENTS.revoke, context);
     if (outcome !== 'revoked') return outcome;
     return (await this.unchanged(accountId, keyId)) ?? 'not_found';
   }
@@ -141,18 +202,18 @@ export class KeyStore {
    * Disables an active, enabled key (sets `disabled_at`). A disabled key comes
    * back unchanged (`changed: false`, no new version); a revoked one is 'revoked'.
    */
-  disable(accountId: string, keyId: string): Promise<ChangeOutcome> {
-    return this.toggle(accountId, keyId, 'disabled_at = clock_timestamp()', 'k.disabled_at is null');
+  disable(accountId: string, keyId: string, context: AdminContext): Promise<ChangeOutcome> {
+    return this.toggle(accountId, keyId, 'disabled_at = clock_timestamp()', 'k.disabled_at is null', EVENTS.disable, context);
   }
 
   /** Enables a disabled key (clears `disabled_at`); as `disable`, an enabled key comes back unchanged. */
-  enable(accountId: string, keyId: string): Promise<ChangeOutcome> {
-    return this.toggle(accountId, keyId, 'disabled_at = null', 'k.disabled_at is not null');
+  enable(accountId: string, keyId: string, context: AdminContext): Promise<ChangeOutcome> {
+    return this.toggle(accountId, keyId, 'disabled_at = null', 'k.disabled_at is not null', EVENTS.enable, context);
   }
 
-  /** A change that applies only while `when` holds; when it does not, the key as it is. */
-  private async toggle(accountId: string, keyId: string, assignment: string, when: string): Promise<ChangeOutcome> {
-    const outcome = await this.change(accountId, keyId, assignment, [], when);
+  /** A change that applies only while `when` holds; when it does not, the key as it is (and no event). */
+  private async toggle(accountId: string, keyId: string, assignment: string, when: string, event: EventSpec, context: AdminContext): Promise<ChangeOutcome> {
+    const outcome = await this.change(accountId, keyId, assignment, [], event, context, when);
     if (outcome !== 'unchanged') return outcome;
     // Between the two statements the key may have been revoked: say so rather than return it.
     const current = await this.unchanged(accountId, keyId);
@@ -189,15 +250,25 @@ export class KeyStore {
   }
 
   /** `change` without a further condition: a key it did not update is missing or revoked. */
-  private async changeActive(accountId: string, keyId: string, assignment: string, values: readonly unknown[]): Promise<ChangeOutcome> {
-    const outcome = await this.change(accountId, keyId, assignment, values);
+  private async changeActive(
+    accountId: string,
+    keyId: string,
+    assignment: string,
+    values: readonly unknown[],
+    event: EventSpec,
+    context: AdminContext,
+  ): Promise<ChangeOutcome> {
+    const outcome = await this.change(accountId, keyId, assignment, values, event, context);
     return outcome === 'unchanged' ? 'revoked' : outcome;
   }
 
   /**
    * Applies `assignment` to an active key of the account, incrementing its
-   * version, and records the change in the invalidation outbox in the same
-   * statement (so in the same transaction). Tells a missing key from a
+   * version, and records the change in the invalidation outbox and its event
+   * in the audit trail in the same statement (so in the same transaction:
+   * all three commit, or none). `old` is the row before the change, locked
+   * first so that the event's before-values are those the change replaced,
+   * even under concurrent changes. Tells a missing key from a
    * revoked one when nothing was updated, and, with a further condition
    * `when`, a key that does not meet it ('unchanged').
    */
@@ -206,21 +277,29 @@ export class KeyStore {
     keyId: string,
     assignment: string,
     values: readonly unknown[],
+    event: EventSpec,
+    context: AdminContext,
     when = 'true',
   ): Promise<ChangeOutcome | 'unchanged'> {
     const rows = await this.run<KeyRow & { outbox_seq: string }>(
-      `with changed as (
+      `with old as (
+         select k.id, k.scopes, k.ip_whitelist, k.revoked_at, k.disabled_at
+           from keyward.api_keys k
+          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null and ${when}
+            for update
+       ), changed as (
          update keyward.api_keys k
             set ${assignment}, version = k.version + 1, updated_at = clock_timestamp()
-          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null and ${when}
+           from old
+          where k.id = old.id and k.account_id = $1::text and k.revoked_at is null and ${when}
          returning k.*
        ), outbox as (
          insert into keyward.key_invalidations (secret_hash, version)
          select secret_hash, version from changed
          returning seq
-       )
-       ${selectKeys('changed k cross join outbox', 'outbox.seq as outbox_seq')}`,
-      [accountId, keyId, ...values],
+       ), ${insertEventCte('changed k join old on old.id = k.id', event.changes, values.length + 3)}
+       ${selectKeys('changed k cross join outbox cross join event', 'outbox.seq as outbox_seq')}`,
+      [accountId, keyId, ...values, ...eventValues(event.action, context)],
     );
     const row = rows[0];
     if (row !== undefined) {

@@ -12,6 +12,8 @@ import {
   type GetKeyResponse,
   KeyAdminServiceClient,
   KeyVerifierServiceClient,
+  ListKeyEventsRequest,
+  type ListKeyEventsResponse,
   ListKeysRequest,
   type ListKeysResponse,
   RevokeKeyRequest,
@@ -79,6 +81,10 @@ export class AdminClient {
 
   listKeys(request: Partial<ListKeysRequest>): Promise<ListKeysResponse> {
     return unary(this.raw, 'listKeys', ListKeysRequest.fromPartial(request), bearer(this.token));
+  }
+
+  listKeyEvents(request: Partial<ListKeyEventsRequest>): Promise<ListKeyEventsResponse> {
+    return unary(this.raw, 'listKeyEvents', ListKeyEventsRequest.fromPartial(request), bearer(this.token));
   }
 
   updateScopes(request: Partial<UpdateScopesRequest>): Promise<UpdateScopesResponse> {

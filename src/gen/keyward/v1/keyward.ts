@@ -65,6 +65,90 @@ export function environmentToJSON(object: Environment): string {
   }
 }
 
+/** What an admin change did to a key. */
+export enum KeyAction {
+  KEY_ACTION_UNSPECIFIED = 0,
+  /** KEY_ACTION_CREATE - CreateKey. */
+  KEY_ACTION_CREATE = 1,
+  /** KEY_ACTION_REVOKE - RevokeKey. */
+  KEY_ACTION_REVOKE = 2,
+  /** KEY_ACTION_DISABLE - DisableKey. */
+  KEY_ACTION_DISABLE = 3,
+  /** KEY_ACTION_ENABLE - EnableKey. */
+  KEY_ACTION_ENABLE = 4,
+  /** KEY_ACTION_SCOPES - UpdateScopes. */
+  KEY_ACTION_SCOPES = 5,
+  /** KEY_ACTION_WHITELIST - UpdateIpWhitelist. */
+  KEY_ACTION_WHITELIST = 6,
+  /** KEY_ACTION_ROTATE - Reserved for a rotation RPC to come; not written yet. */
+  KEY_ACTION_ROTATE = 7,
+  /** KEY_ACTION_UPDATE - Reserved for an update RPC (name, expiry) to come; not written yet. */
+  KEY_ACTION_UPDATE = 8,
+  UNRECOGNIZED = -1,
+}
+
+export function keyActionFromJSON(object: any): KeyAction {
+  switch (object) {
+    case 0:
+    case "KEY_ACTION_UNSPECIFIED":
+      return KeyAction.KEY_ACTION_UNSPECIFIED;
+    case 1:
+    case "KEY_ACTION_CREATE":
+      return KeyAction.KEY_ACTION_CREATE;
+    case 2:
+    case "KEY_ACTION_REVOKE":
+      return KeyAction.KEY_ACTION_REVOKE;
+    case 3:
+    case "KEY_ACTION_DISABLE":
+      return KeyAction.KEY_ACTION_DISABLE;
+    case 4:
+    case "KEY_ACTION_ENABLE":
+      return KeyAction.KEY_ACTION_ENABLE;
+    case 5:
+    case "KEY_ACTION_SCOPES":
+      return KeyAction.KEY_ACTION_SCOPES;
+    case 6:
+    case "KEY_ACTION_WHITELIST":
+      return KeyAction.KEY_ACTION_WHITELIST;
+    case 7:
+    case "KEY_ACTION_ROTATE":
+      return KeyAction.KEY_ACTION_ROTATE;
+    case 8:
+    case "KEY_ACTION_UPDATE":
+      return KeyAction.KEY_ACTION_UPDATE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return KeyAction.UNRECOGNIZED;
+  }
+}
+
+export function keyActionToJSON(object: KeyAction): string {
+  switch (object) {
+    case KeyAction.KEY_ACTION_UNSPECIFIED:
+      return "KEY_ACTION_UNSPECIFIED";
+    case KeyAction.KEY_ACTION_CREATE:
+      return "KEY_ACTION_CREATE";
+    case KeyAction.KEY_ACTION_REVOKE:
+      return "KEY_ACTION_REVOKE";
+    case KeyAction.KEY_ACTION_DISABLE:
+      return "KEY_ACTION_DISABLE";
+    case KeyAction.KEY_ACTION_ENABLE:
+      return "KEY_ACTION_ENABLE";
+    case KeyAction.KEY_ACTION_SCOPES:
+      return "KEY_ACTION_SCOPES";
+    case KeyAction.KEY_ACTION_WHITELIST:
+      return "KEY_ACTION_WHITELIST";
+    case KeyAction.KEY_ACTION_ROTATE:
+      return "KEY_ACTION_ROTATE";
+    case KeyAction.KEY_ACTION_UPDATE:
+      return "KEY_ACTION_UPDATE";
+    case KeyAction.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Why a key was accepted or refused, in the order Verify checks. */
 export enum VerifyCode {
   VERIFY_CODE_UNSPECIFIED = 0,
@@ -292,6 +376,65 @@ export interface EnableKeyRequest {
 
 export interface EnableKeyResponse {
   key?: ApiKey | undefined;
+}
+
+/**
+ * One field a change touched, its values as JSON text (RFC 8259): a string
+ * for name, environment ("live"/"test") and times (RFC 3339, UTC), an array
+ * of strings for scopes and ip_whitelist, `null` for an unset time.
+ */
+export interface FieldChange {
+  /** name, environment, scopes, ip_whitelist, expires_at, revoked_at, disabled_at. */
+  field: string;
+  /** Empty when the field had no value before (CreateKey). */
+  beforeJson: string;
+  afterJson: string;
+}
+
+/** One committed admin change. Never carries the secret or its hash. */
+export interface KeyEvent {
+  /** Increasing with the order changes committed in (a decimal integer). */
+  id: string;
+  keyId: string;
+  action: KeyAction;
+  /** The name of the admin token the change was made with. */
+  actor: string;
+  /**
+   * The caller's address, canonical (as last_used_ip); empty when the
+   * connection had none (a Unix socket).
+   */
+  clientAddress: string;
+  at?:
+    | Date
+    | undefined;
+  /**
+   * In a fixed order: name, environment, scopes, ip_whitelist, expires_at,
+   * revoked_at, disabled_at.
+   */
+  changes: FieldChange[];
+}
+
+export interface ListKeyEventsRequest {
+  accountId: string;
+  /**
+   * Empty: the events of every key of the account. A key of another account
+   * (or none) has no events here: the list is empty.
+   */
+  keyId: string;
+  /** 0 means the default (50); values above 1000 are treated as 1000. */
+  pageSize: number;
+  /**
+   * next_page_token of the previous page, from a request with the same
+   * account_id and key_id.
+   */
+  pageToken: string;
+}
+
+export interface ListKeyEventsResponse {
+  /** Newest first. */
+  events: KeyEvent[];
+  /** Empty on the last page. */
+  nextPageToken: string;
 }
 
 export interface VerifyRequest {
@@ -2175,6 +2318,512 @@ export const EnableKeyResponse: MessageFns<EnableKeyResponse> = {
   },
 };
 
+function createBaseFieldChange(): FieldChange {
+  return { field: "", beforeJson: "", afterJson: "" };
+}
+
+export const FieldChange: MessageFns<FieldChange> = {
+  encode(message: FieldChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.field !== "") {
+      writer.uint32(10).string(message.field);
+    }
+    if (message.beforeJson !== "") {
+      writer.uint32(18).string(message.beforeJson);
+    }
+    if (message.afterJson !== "") {
+      writer.uint32(26).string(message.afterJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FieldChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFieldChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.field = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.beforeJson = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.afterJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FieldChange {
+    return {
+      field: isSet(object.field) ? globalThis.String(object.field) : "",
+      beforeJson: isSet(object.beforeJson)
+        ? globalThis.String(object.beforeJson)
+        : isSet(object.before_json)
+        ? globalThis.String(object.before_json)
+        : "",
+      afterJson: isSet(object.afterJson)
+        ? globalThis.String(object.afterJson)
+        : isSet(object.after_json)
+        ? globalThis.String(object.after_json)
+        : "",
+    };
+  },
+
+  toJSON(message: FieldChange): unknown {
+    const obj: any = {};
+    if (message.field !== "") {
+      obj.field = message.field;
+    }
+    if (message.beforeJson !== "") {
+      obj.beforeJson = message.beforeJson;
+    }
+    if (message.afterJson !== "") {
+      obj.afterJson = message.afterJson;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FieldChange>): FieldChange {
+    return FieldChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FieldChange>): FieldChange {
+    const message = createBaseFieldChange();
+    message.field = object.field ?? "";
+    message.beforeJson = object.beforeJson ?? "";
+    message.afterJson = object.afterJson ?? "";
+    return message;
+  },
+};
+
+function createBaseKeyEvent(): KeyEvent {
+  return { id: "", keyId: "", action: 0, actor: "", clientAddress: "", at: undefined, changes: [] };
+}
+
+export const KeyEvent: MessageFns<KeyEvent> = {
+  encode(message: KeyEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(18).string(message.keyId);
+    }
+    if (message.action !== 0) {
+      writer.uint32(24).int32(message.action);
+    }
+    if (message.actor !== "") {
+      writer.uint32(34).string(message.actor);
+    }
+    if (message.clientAddress !== "") {
+      writer.uint32(42).string(message.clientAddress);
+    }
+    if (message.at !== undefined) {
+      Timestamp.encode(toTimestamp(message.at), writer.uint32(50).fork()).join();
+    }
+    for (const v of message.changes) {
+      FieldChange.encode(v!, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.clientAddress = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.at = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.changes.push(FieldChange.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): KeyEvent {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      action: isSet(object.action) ? keyActionFromJSON(object.action) : 0,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      clientAddress: isSet(object.clientAddress)
+        ? globalThis.String(object.clientAddress)
+        : isSet(object.client_address)
+        ? globalThis.String(object.client_address)
+        : "",
+      at: isSet(object.at) ? fromJsonTimestamp(object.at) : undefined,
+      changes: globalThis.Array.isArray(object?.changes)
+        ? object.changes.map((e: any) => FieldChange.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: KeyEvent): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.action !== 0) {
+      obj.action = keyActionToJSON(message.action);
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.clientAddress !== "") {
+      obj.clientAddress = message.clientAddress;
+    }
+    if (message.at !== undefined) {
+      obj.at = message.at.toISOString();
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => FieldChange.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KeyEvent>): KeyEvent {
+    return KeyEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KeyEvent>): KeyEvent {
+    const message = createBaseKeyEvent();
+    message.id = object.id ?? "";
+    message.keyId = object.keyId ?? "";
+    message.action = object.action ?? 0;
+    message.actor = object.actor ?? "";
+    message.clientAddress = object.clientAddress ?? "";
+    message.at = object.at ?? undefined;
+    message.changes = object.changes?.map((e) => FieldChange.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseListKeyEventsRequest(): ListKeyEventsRequest {
+  return { accountId: "", keyId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListKeyEventsRequest: MessageFns<ListKeyEventsRequest> = {
+  encode(message: ListKeyEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(18).string(message.keyId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListKeyEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListKeyEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListKeyEventsRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListKeyEventsRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListKeyEventsRequest>): ListKeyEventsRequest {
+    return ListKeyEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListKeyEventsRequest>): ListKeyEventsRequest {
+    const message = createBaseListKeyEventsRequest();
+    message.accountId = object.accountId ?? "";
+    message.keyId = object.keyId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListKeyEventsResponse(): ListKeyEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const ListKeyEventsResponse: MessageFns<ListKeyEventsResponse> = {
+  encode(message: ListKeyEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      KeyEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListKeyEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListKeyEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(KeyEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListKeyEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => KeyEvent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListKeyEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => KeyEvent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListKeyEventsResponse>): ListKeyEventsResponse {
+    return ListKeyEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListKeyEventsResponse>): ListKeyEventsResponse {
+    const message = createBaseListKeyEventsResponse();
+    message.events = object.events?.map((e) => KeyEvent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 function createBaseVerifyRequest(): VerifyRequest {
   return { key: "", clientIp: "", requiredScopes: [] };
 }
@@ -2938,6 +3587,20 @@ export const KeyAdminServiceService = {
     responseSerialize: (value: EnableKeyResponse): Buffer => Buffer.from(EnableKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EnableKeyResponse => EnableKeyResponse.decode(value),
   },
+  /**
+   * The audit trail of one account (or of one of its keys), newest first:
+   * one event per committed change, written in the same transaction.
+   */
+  listKeyEvents: {
+    path: "/keyward.v1.KeyAdminService/ListKeyEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListKeyEventsRequest): Buffer => Buffer.from(ListKeyEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListKeyEventsRequest => ListKeyEventsRequest.decode(value),
+    responseSerialize: (value: ListKeyEventsResponse): Buffer =>
+      Buffer.from(ListKeyEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListKeyEventsResponse => ListKeyEventsResponse.decode(value),
+  },
 } as const;
 
 export interface KeyAdminServiceServer extends UntypedServiceImplementation {
@@ -2962,6 +3625,11 @@ export interface KeyAdminServiceServer extends UntypedServiceImplementation {
    * revoked key cannot be enabled.
    */
   enableKey: handleUnaryCall<EnableKeyRequest, EnableKeyResponse>;
+  /**
+   * The audit trail of one account (or of one of its keys), newest first:
+   * one event per committed change, written in the same transaction.
+   */
+  listKeyEvents: handleUnaryCall<ListKeyEventsRequest, ListKeyEventsResponse>;
 }
 
 export interface KeyAdminServiceClient extends Client {
@@ -3097,6 +3765,25 @@ export interface KeyAdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EnableKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The audit trail of one account (or of one of its keys), newest first:
+   * one event per committed change, written in the same transaction.
+   */
+  listKeyEvents(
+    request: ListKeyEventsRequest,
+    callback: (error: ServiceError | null, response: ListKeyEventsResponse) => void,
+  ): ClientUnaryCall;
+  listKeyEvents(
+    request: ListKeyEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListKeyEventsResponse) => void,
+  ): ClientUnaryCall;
+  listKeyEvents(
+    request: ListKeyEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListKeyEventsResponse) => void,
   ): ClientUnaryCall;
 }
 
