@@ -34,6 +34,7 @@ export function measureVerifierCost(callsPerRound: number): Array<{ case: string
       expiresAt: null,
       revokedAt: null,
       disabledAt: null,
+      metadata: {},
       version: 1,
     }),
   );

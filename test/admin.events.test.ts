@@ -103,8 +103,9 @@ describe('the audit trail and ListKeyEvents over the wire', () => {
       scopes: { after: ['jobs:read'] },
       ip_whitelist: { after: ['10.0.0.0/8'] },
       expires_at: { after: '2099-01-31T18:00:00.000000Z' },
+      metadata: { after: {} },
     });
-    assert.deepEqual(create?.changes.map((change) => change.field), ['name', 'environment', 'scopes', 'ip_whitelist', 'expires_at']);
+    assert.deepEqual(create?.changes.map((change) => change.field), ['name', 'environment', 'scopes', 'ip_whitelist', 'expires_at', 'metadata']);
     assert.deepEqual(changesOf(scopes), { scopes: { before: ['jobs:read'], after: ['jobs:read', 'jobs:write'] } });
     assert.deepEqual(changesOf(whitelist), { ip_whitelist: { before: ['10.0.0.0/8'], after: [] } });
     const disabledAt = changesOf(disable).disabled_at;

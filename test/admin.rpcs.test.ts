@@ -205,6 +205,140 @@ describe('admin RPCs over the wire', () => {
     });
   });
 
+  describe('UpdateKey and metadata', () => {
+    const stored = async (keyId: string | undefined) => {
+      const { rows } = await db.query<{ version: string; name: string; expires_at: Date | null; metadata: Record<string, string> }>(
+        'select version, name, expires_at, metadata from keyward.api_keys where id = $1',
+        [keyId],
+      );
+      return rows[0];
+    };
+    const updateEvents = async (keyId: string | undefined) => {
+      const { rows } = await db.query<{ actor: string; changes: Record<string, { before: unknown; after: unknown }> }>(
+        "select actor, changes from keyward.key_events where key_id = $1 and action = 'update' order by id",
+        [keyId],
+      );
+      return rows;
+    };
+
+    it('CreateKey stores metadata; GetKey and ListKeys return it', async () => {
+      const accountId = newAccountId();
+      const metadata = { integration: 'crm', 'team.owner': 'ops-1', note: 'a=b, c' };
+      const created = (await client.newKey(accountId, { metadata })).key;
+      assert.deepEqual(created?.metadata, metadata);
+      assert.deepEqual((await client.getKey({ accountId, keyId: created?.id })).key?.metadata, metadata);
+      assert.deepEqual((await client.listKeys({ accountId })).keys[0]?.metadata, metadata);
+      assert.deepEqual((await stored(created?.id))?.metadata, metadata);
+      assert.deepEqual((await client.newKey(accountId)).key?.metadata, {});
+    });
+
+    it('changes only the paths of the mask, each a new version with an update event of before and after', async () => {
+      const accountId = newAccountId();
+      const expiresAt = new Date(Date.now() + 86_400_000);
+      const created = (await client.newKey(accountId, { name: 'old', expiresAt, metadata: { a: '1' } })).key;
+      const keyId = created?.id;
+
+      const named = await client.updateKey({ accountId, keyId, name: '  new name ', metadata: { ignored: 'x' }, updateMask: ['name'] });
+      assert.equal(named.key?.name, 'new name');
+      assert.deepEqual(named.key?.metadata, { a: '1' });
+      assert.equal(named.key?.expiresAt?.getTime(), expiresAt.getTime());
+
+      const later = new Date(Date.now() + 7 * 86_400_000);
+      const extended = await client.updateKey({ accountId, keyId, expiresAt: later, updateMask: ['expires_at'] });
+      assert.equal(extended.key?.expiresAt?.getTime(), later.getTime());
+      assert.equal(extended.key?.name, 'new name');
+
+      const cleared = await client.updateKey({ accountId, keyId, updateMask: ['expires_at'] });
+      assert.equal(cleared.key?.expiresAt, undefined);
+
+      const tagged = await client.updateKey({ accountId, keyId, name: 'ignored', metadata: { b: '2', c: '' }, updateMask: ['metadata'] });
+      assert.deepEqual(tagged.key?.metadata, { b: '2', c: '' });
+      assert.equal(tagged.key?.name, 'new name');
+
+      const all = await client.updateKey({ accountId, keyId, name: 'all', expiresAt: later, metadata: {}, updateMask: ['metadata', 'name', 'expires_at'] });
+      assert.equal(all.key?.name, 'all');
+      assert.deepEqual(all.key?.metadata, {});
+
+      const row = await stored(keyId);
+      assert.equal(row?.version, '6');
+      assert.equal(row?.name, 'all');
+      assert.deepEqual(row?.metadata, {});
+      const events = await updateEvents(keyId);
+      assert.equal(events.length, 5);
+      assert.deepEqual(events[0]?.changes, { name: { before: 'old', after: 'new name' } });
+      assert.deepEqual(Object.keys(events[1]?.changes ?? {}), ['expires_at']);
+      assert.deepEqual(events[2]?.changes.expires_at?.after, null);
+      assert.deepEqual(events[3]?.changes, { metadata: { before: { a: '1' }, after: { b: '2', c: '' } } });
+      assert.deepEqual(Object.keys(events[4]?.changes ?? {}).sort(), ['expires_at', 'metadata', 'name']);
+      assert.equal(events[0]?.actor, 'default');
+    });
+
+    it('an update to the same values still makes a new version and an event (before equals after)', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId, { name: 'same' })).key?.id;
+      await client.updateKey({ accountId, keyId, name: 'same', updateMask: ['name'] });
+      assert.equal((await stored(keyId))?.version, '2');
+      assert.deepEqual((await updateEvents(keyId))[0]?.changes, { name: { before: 'same', after: 'same' } });
+    });
+
+    it('refuses a bad update_mask or value naming it, and leaves the key as it was', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId, { name: 'kept', metadata: { a: '1' } })).key?.id;
+      const cases: Array<[Record<string, unknown>, RegExp]> = [
+        [{ name: 'x' }, /^update_mask "": must name at least one field: name, expires_at, metadata/],
+        [{ name: 'x', updateMask: [] }, /^update_mask "": must name at least one field/],
+        [{ name: 'x', updateMask: ['name', 'scopes'] }, /^update_mask\.paths\[1\] "scopes": unknown path; UpdateKey changes name, expires_at, metadata/],
+        [{ name: 'x', updateMask: ['*'] }, /^update_mask\.paths\[0\] "\*": unknown path/],
+        [{ name: 'x', updateMask: [''] }, /^update_mask\.paths\[0\] "": unknown path/],
+        [{ name: 'x', updateMask: ['name', 'name'] }, /^update_mask\.paths\[1\] "name": named twice/],
+        [{ name: '  ', updateMask: ['name'] }, /^name " {2}": must not be empty/],
+        [{ expiresAt: new Date(Date.now() - 1000), updateMask: ['expires_at'] }, /^expires_at "[0-9T:.-]+Z": must be in the future/],
+        [{ metadata: { 'Bad Key': 'v' }, updateMask: ['metadata'] }, /^metadata\["Bad Key"\]: the key must be a lower-case letter/],
+        [{ metadata: { ok: 'v'.repeat(257) }, updateMask: ['metadata'] }, /^metadata\["ok"\] "257 characters": the value must be at most 256 characters/],
+        [{ metadata: { ok: 'tab\there' }, updateMask: ['metadata'] }, /^metadata\["ok"\] "tab\\there": the value must not hold control characters/],
+        [{ metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])), updateMask: ['metadata'] }, /^metadata "17 entries": must have at most 16 entries/],
+        [
+          { metadata: Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'.repeat(250)])), updateMask: ['metadata'] },
+          /^metadata\["k8"\] "v{80}…": the metadata must be at most 2048 bytes in all/,
+        ],
+        [{ metadata: { ['k'.repeat(41)]: 'v' }, updateMask: ['metadata'] }, /^metadata\["k{41}"\]: the key must be/],
+      ];
+      for (const [request, details] of cases) {
+        await assertGrpcError(client.updateKey({ accountId, keyId, ...request }), status.INVALID_ARGUMENT, details);
+      }
+      const row = await stored(keyId);
+      assert.equal(row?.version, '1');
+      assert.equal(row?.name, 'kept');
+      assert.deepEqual(row?.metadata, { a: '1' });
+      assert.deepEqual(await updateEvents(keyId), []);
+      await assertGrpcError(
+        client.newKey(accountId, { metadata: { '9lives': 'x' } }),
+        status.INVALID_ARGUMENT,
+        /^metadata\["9lives"\]: the key must be/,
+      );
+    });
+
+    it('accepts metadata at its limits', async () => {
+      const accountId = newAccountId();
+      const metadata = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${String(i).padStart(2, '0')}`, 'v'.repeat(125)]));
+      assert.equal(Object.keys(metadata).length * (3 + 125), 2048);
+      const keyId = (await client.newKey(accountId)).key?.id;
+      assert.deepEqual((await client.updateKey({ accountId, keyId, metadata, updateMask: ['metadata'] })).key?.metadata, metadata);
+      const longKey = `a${'b'.repeat(39)}`;
+      assert.deepEqual((await client.newKey(accountId, { metadata: { [longKey]: 'v'.repeat(256) } })).key?.metadata, { [longKey]: 'v'.repeat(256) });
+    });
+
+    it('refuses a revoked key with FAILED_PRECONDITION, and a key of another account with NOT_FOUND', async () => {
+      const accountId = newAccountId();
+      const keyId = (await client.newKey(accountId)).key?.id;
+      await assertGrpcError(client.updateKey({ accountId: newAccountId(), keyId, name: 'x', updateMask: ['name'] }), status.NOT_FOUND, /^key_id "/);
+      await client.revokeKey({ accountId, keyId });
+      await assertGrpcError(client.updateKey({ accountId, keyId, name: 'x', updateMask: ['name'] }), status.FAILED_PRECONDITION, /revoked; a revoked key cannot be changed/);
+      assert.equal((await stored(keyId))?.name, 'test key');
+      assert.deepEqual(await updateEvents(keyId), []);
+    });
+  });
+
   describe('RevokeKey', () => {
     it('sets revoked_at once; revoking again changes nothing', async () => {
       const accountId = newAccountId();
@@ -335,6 +469,7 @@ describe('admin RPCs over the wire', () => {
         await assertGrpcError(stranger.revokeKey({ accountId, keyId }), status.UNAUTHENTICATED);
         await assertGrpcError(stranger.disableKey({ accountId, keyId }), status.UNAUTHENTICATED);
         await assertGrpcError(stranger.enableKey({ accountId, keyId }), status.UNAUTHENTICATED);
+        await assertGrpcError(stranger.updateKey({ accountId, keyId, name: 'x', updateMask: ['name'] }), status.UNAUTHENTICATED);
       } finally {
         stranger.close();
       }

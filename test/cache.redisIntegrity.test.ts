@@ -98,6 +98,7 @@ describe('Redis entries keyward did not seal, on two instances without an in-pro
     expiresAt: null,
     revokedAt: null,
     disabledAt: null,
+    metadata: {},
     version: 1,
   });
   const madeUpMac = (): string => randomBytes(32).toString('base64url');

@@ -255,6 +255,53 @@ describe('the keyward command', () => {
     });
   });
 
+  describe('keys create --meta and keys update', () => {
+    it('creates with metadata, then changes only what the flags name; show and verify print the metadata', async () => {
+      const accountId = newAccountId();
+      const { id, secret } = await createKey(accountId, '--meta', 'integration=crm', 'note=a=b, c', '--expires', '90d');
+      assert.deepEqual((await showKey(accountId, id)).metadata, { integration: 'crm', note: 'a=b, c' });
+      const shown = await runCli(['keys', 'show', id, '--account', accountId], env);
+      assert.match(shown.stdout, /^metadata +integration=crm note="a=b, c"$/m);
+
+      const renamed = await runCli(['keys', 'update', id, '--account', accountId, '--name', 'renamed'], env);
+      assert.equal(renamed.code, 0, renamed.stderr);
+      assert.match(renamed.stdout, /^name +renamed$/m);
+      assert.match(renamed.stdout, /^metadata +integration=crm note="a=b, c"$/m);
+      assert.match(renamed.stdout, /^expires +\d{4}-/m);
+
+      const tagged = parseJson(await runCli(['keys', 'update', id, '--account', accountId, '--meta', 'team=ops', '--no-expiry', '--json'], env)).key as Record<string, unknown>;
+      assert.deepEqual([tagged.name, tagged.metadata, tagged.expiresAt], ['renamed', { team: 'ops' }, null]);
+      const extended = parseJson(await runCli(['keys', 'update', id, '--account', accountId, '--expires', '2099-01-31', '--json'], env)).key as Record<string, unknown>;
+      assert.equal(extended.expiresAt, '2099-01-31T00:00:00.000Z');
+
+      const verdict = await runCli(['verify', '--key', secret], env);
+      assert.equal(verdict.code, 0, verdict.stderr);
+      assert.match(verdict.stdout, /^key name +renamed$/m);
+      assert.match(verdict.stdout, /^metadata +team=ops$/m);
+      const verdictJson = parseJson(await runCli(['verify', '--key', secret, '--json'], env));
+      assert.deepEqual(verdictJson.metadata, { team: 'ops' });
+
+      const cleared = parseJson(await runCli(['keys', 'update', id, '--account', accountId, '--clear-meta', '--json'], env)).key as Record<string, unknown>;
+      assert.deepEqual(cleared.metadata, {});
+      assert.match((await runCli(['keys', 'show', id, '--account', accountId], env)).stdout, /^metadata +-$/m);
+    });
+
+    it('refuses an update with nothing to change, conflicting flags or a bad entry before calling (exit 2); the server names a bad metadata entry (exit 1)', async () => {
+      const accountId = newAccountId();
+      const { id } = await createKey(accountId);
+      assertOneLineError(await runCli(['keys', 'update', id, '--account', accountId], env), 2, /nothing to change/);
+      assert.equal((await runCli(['keys', 'update', id, '--account', accountId, '--expires', '90d', '--no-expiry'], env)).code, 2);
+      assert.equal((await runCli(['keys', 'update', id, '--account', accountId, '--meta', 'a=1', '--clear-meta'], env)).code, 2);
+      assertOneLineError(await runCli(['keys', 'update', id, '--account', accountId, '--meta', 'novalue'], env), 2, /--meta "novalue": not key=value/);
+      assertOneLineError(
+        await runCli(['keys', 'update', id, '--account', accountId, '--meta', 'Bad Key=v'], env),
+        1,
+        /^error: INVALID_ARGUMENT: metadata\["Bad Key"\]: the key must be/,
+      );
+      assert.equal((await showKey(accountId, id)).name, 'cli key');
+    });
+  });
+
   describe('keys disable and keys enable', () => {
     it('disable a key (Verify refuses it, show and list say so) and enable it again; both changes nothing when repeated', async () => {
       const accountId = newAccountId();
@@ -318,7 +365,7 @@ describe('the keyward command', () => {
       assert.equal(lines.length, 4);
       assert.match(lines[1] as string, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +disable +default +127\.0\.0\.1 +disabled_at: null → "\d{4}-[^"]+Z"$/);
       assert.match(lines[2] as string, / scopes +default +127\.0\.0\.1 +scopes: \["jobs:read"\] → \["jobs:read","jobs:write"\]$/);
-      assert.match(lines[3] as string, / create +default +127\.0\.0\.1 +name: "cli key"; environment: "live"; scopes: \["jobs:read"\]; ip_whitelist: \["10\.0\.0\.0\/8"\]; expires_at: null$/);
+      assert.match(lines[3] as string, / create +default +127\.0\.0\.1 +name: "cli key"; environment: "live"; scopes: \["jobs:read"\]; ip_whitelist: \["10\.0\.0\.0\/8"\]; expires_at: null; metadata: \{\}$/);
       assert.ok(!table.stdout.includes(secret.slice(9)));
 
       const whole = parseJson(await runCli(['keys', 'events', '--account', accountId, '--json'], env)).events as Array<Record<string, unknown>>;
@@ -493,6 +540,7 @@ describe('the keyward command', () => {
       ['keys', 'whitelist', 'add'],
       ['keys', 'whitelist', 'remove'],
       ['keys', 'whitelist', 'clear'],
+      ['keys', 'update'],
       ['keys', 'disable'],
       ['keys', 'enable'],
       ['keys', 'revoke'],

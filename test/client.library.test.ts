@@ -141,8 +141,10 @@ describe('keyward/client', () => {
         environment: Environment.ENVIRONMENT_TEST,
         scopes: ['jobs:read'],
         ipWhitelist: ['203.0.113.7/24'],
+        metadata: { integration: 'crm' },
       });
       assert.match(created.secret, /^fsm_test_[0-9A-Za-z]{49}$/);
+      assert.deepEqual(created.key?.metadata, { integration: 'crm' });
       const keyId = created.key?.id as string;
       assert.deepEqual(created.key?.ipWhitelist, ['203.0.113.0/24']);
 
@@ -159,6 +161,17 @@ describe('keyward/client', () => {
       assert.deepEqual((await client.updateIpWhitelist({ accountId, keyId, ipWhitelist: [] })).key?.ipWhitelist, []);
       const fromElsewhere = await client.verify({ key: created.secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:write'] });
       assert.equal(fromElsewhere.code, VerifyCode.VERIFY_CODE_OK);
+      assert.deepEqual(fromElsewhere.metadata, { integration: 'crm' });
+
+      const updated = await client.updateKey({ accountId, keyId, name: 'renamed', metadata: { integration: 'erp' }, updateMask: ['name', 'metadata'] });
+      assert.deepEqual([updated.key?.name, updated.key?.metadata], ['renamed', { integration: 'erp' }]);
+      const afterUpdate = await client.verify({ key: created.secret });
+      assert.deepEqual([afterUpdate.keyName, afterUpdate.metadata], ['renamed', { integration: 'erp' }]);
+      const refused = await client.updateKey({ accountId, keyId, updateMask: ['scopes'] }).then(
+        () => undefined,
+        (error: ServiceError) => error,
+      );
+      assert.deepEqual([refused?.code, refused?.details], [status.INVALID_ARGUMENT, 'update_mask.paths[0] "scopes": unknown path; UpdateKey changes name, expires_at, metadata']);
 
       const disabled = await client.disableKey({ accountId, keyId });
       assert.ok(disabled.key?.disabledAt instanceof Date);
@@ -303,6 +316,7 @@ describe('keyward/client', () => {
         for (const [method, call, disabledAfter] of [
           ['DisableKey', () => flaky.disableKey({ accountId, keyId }), true],
           ['EnableKey', () => flaky.enableKey({ accountId, keyId }), false],
+          ['UpdateKey', () => flaky.updateKey({ accountId, keyId, metadata: { lost: 'answer' }, updateMask: ['metadata'] }), false],
         ] as const) {
           const calls = (): Promise<number> => metricSum(metricsPort, `keyward_admin_calls_total{method="${method}"`);
           const callsBefore = await calls();
@@ -314,6 +328,7 @@ describe('keyward/client', () => {
           assert.equal((await calls()) - callsBefore, 1, `${method}: one call, no retry`);
           const { key: now } = await client.getKey({ accountId, keyId });
           assert.equal(now?.disabledAt instanceof Date, disabledAfter, `the ${method} whose answer was lost was applied`);
+          if (method === 'UpdateKey') assert.deepEqual(now?.metadata, { lost: 'answer' }, 'the UpdateKey whose answer was lost was applied');
         }
       } finally {
         flaky.close();

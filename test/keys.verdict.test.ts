@@ -15,6 +15,7 @@ const base: KeyState = {
   expiresAt: null,
   revokedAt: null,
   disabledAt: null,
+  metadata: {},
   version: 1,
 };
 const verdict = (state: Partial<KeyState>, ip = '203.0.113.7', scopes = ['jobs:read']) =>

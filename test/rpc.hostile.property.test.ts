@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import fc from 'fast-check';
@@ -28,6 +29,8 @@ import {
   RevokeKeyResponse,
   UpdateIpWhitelistRequest,
   UpdateIpWhitelistResponse,
+  UpdateKeyRequest,
+  UpdateKeyResponse,
   UpdateScopesRequest,
   UpdateScopesResponse,
   VerifyCode,
@@ -160,12 +163,13 @@ async function waitForUses(admin: AdminClient, accountId: string, keyId: string,
 
 /** The fields an INVALID_ARGUMENT may name, in the form `field` or `field[i]`. */
 const FIELD =
-  /(?<![A-Za-z0-9_])(account_id|name|environment|scopes|ip_whitelist|expires_at|key_id|page_token|page_size|include_revoked|key|client_ip|required_scopes|request_id)(\[\d+\])?(?![A-Za-z0-9_[])/;
+  /(?<![A-Za-z0-9_])(?:(metadata)(?:\[""\])?(?![A-Za-z0-9_])|(account_id|name|environment|scopes|ip_whitelist|expires_at|key_id|update_mask\.paths|update_mask|page_token|page_size|include_revoked|key|client_ip|required_scopes|request_id)(\[\d+\])?(?![A-Za-z0-9_[]))/;
 
 /** The field an error's details name first, once the quoted values (the caller's own text) are taken out. */
 function namedField(details: string): string | undefined {
   const match = FIELD.exec(details.replace(/"(?:[^"\\]|\\.)*"/g, '""'));
-  return match ? (match[1] as string) + (match[2] ?? '') : undefined;
+  if (!match) return undefined;
+  return match[1] ?? (match[2] as string) + (match[3] ?? '');
 }
 
 /** The method each request message belongs to. */
@@ -176,6 +180,7 @@ const MESSAGE_METHOD: Record<string, string> = {
   UpdateScopesRequest: 'keyward.v1.KeyAdminService/UpdateScopes',
   UpdateIpWhitelistRequest: 'keyward.v1.KeyAdminService/UpdateIpWhitelist',
   RevokeKeyRequest: 'keyward.v1.KeyAdminService/RevokeKey',
+  UpdateKeyRequest: 'keyward.v1.KeyAdminService/UpdateKey',
   VerifyRequest: 'keyward.v1.KeyVerifierService/Verify',
   VerifyStreamRequest: 'keyward.v1.KeyVerifierService/VerifyStream',
 };
@@ -188,12 +193,13 @@ function namesMessage(details: string, message: string): boolean {
 }
 
 const MESSAGE_FIELDS: Record<string, readonly string[]> = {
-  CreateKeyRequest: ['account_id', 'name', 'environment', 'scopes', 'ip_whitelist', 'expires_at'],
+  CreateKeyRequest: ['account_id', 'name', 'environment', 'scopes', 'ip_whitelist', 'expires_at', 'metadata'],
   GetKeyRequest: ['account_id', 'key_id'],
   ListKeysRequest: ['account_id', 'include_revoked', 'page_size', 'page_token'],
   UpdateScopesRequest: ['account_id', 'key_id', 'scopes'],
   UpdateIpWhitelistRequest: ['account_id', 'key_id', 'ip_whitelist'],
   RevokeKeyRequest: ['account_id', 'key_id'],
+  UpdateKeyRequest: ['account_id', 'key_id', 'name', 'expires_at', 'metadata', 'update_mask', 'update_mask.paths'],
   VerifyRequest: ['key', 'client_ip', 'required_scopes'],
   VerifyStreamRequest: ['request_id', 'key', 'client_ip', 'required_scopes'],
 };
@@ -249,6 +255,44 @@ function judge(e: Expect, outcome: { readonly code: status; readonly details: st
   if (e.invalid.size > 0) return `expected INVALID_ARGUMENT naming ${listFields([...e.invalid])}; got ${got}`;
   if (!e.states.has(code)) return `expected ${[...e.states].map(statusName).join(' or ')}; got ${got}`;
   return undefined;
+}
+
+/**
+ * metadata (README "Limits"): at most 16 entries, keys ^[a-z][a-z0-9_.-]{0,39}$,
+ * values at most 256 characters without control characters, at most 2048
+ * bytes of keys and values in all. Exact: the server reads the same decoded strings.
+ */
+function checkMetadata(e: Expect, metadata: Readonly<Record<string, string>>): void {
+  const entries = Object.entries(metadata);
+  let bytes = 0;
+  for (const [key, value] of entries) bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+  const bad =
+    entries.length > 16 ||
+    bytes > 2_048 ||
+    entries.some(([key, value]) => !/^[a-z][a-z0-9_.-]{0,39}$/.test(key) || value.length > 256 || /[\u0000-\u001f\u007f-\u009f]/.test(value));
+  if (bad) e.invalid.add('metadata');
+}
+
+/** UpdateKey: the update mask (at least one of name, expires_at, metadata, each once), then the values of the paths it names. */
+function checkUpdate(e: Expect, view: AdminView): void {
+  const mask = view.updateMask ?? [];
+  if (mask.length === 0) {
+    e.invalid.add('update_mask');
+    return;
+  }
+  const seen = new Set<string>();
+  mask.forEach((path, index) => {
+    if (!['name', 'expires_at', 'metadata'].includes(path) || seen.has(path)) e.invalid.add(`update_mask.paths[${index}]`);
+    seen.add(path);
+  });
+  if (e.invalid.size > 0) return;
+  if (seen.has('name')) checkName(e, view.name ?? '');
+  if (seen.has('metadata')) checkMetadata(e, view.metadata ?? {});
+  const expires = view.expiresAt?.getTime();
+  if (seen.has('expires_at') && expires !== undefined) {
+    if (expires <= Date.now() - 2_000) e.invalid.add('expires_at');
+    else if (expires <= Date.now() + 2_000) e.maybe.add('expires_at');
+  }
 }
 
 /** account_id: 1 to 128 characters, no control characters or surrounding spaces. */
@@ -380,6 +424,7 @@ interface Row {
   readonly ip_whitelist: string[];
   readonly revoked_at: Date | null;
   readonly expires_at: Date | null;
+  readonly metadata: Record<string, string>;
   readonly version: string;
   readonly updated_at: Date;
 }
@@ -397,7 +442,7 @@ const UUID_INSIDE = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 // Admin RPCs
 // ---------------------------------------------------------------------------
 
-type AdminRpc = 'CreateKey' | 'GetKey' | 'ListKeys' | 'UpdateScopes' | 'UpdateIpWhitelist' | 'RevokeKey';
+type AdminRpc = 'CreateKey' | 'GetKey' | 'ListKeys' | 'UpdateScopes' | 'UpdateIpWhitelist' | 'RevokeKey' | 'UpdateKey';
 
 /** The fields of any admin request, as the server decodes them. */
 interface AdminView {
@@ -407,6 +452,9 @@ interface AdminView {
   readonly environment?: number;
   readonly scopes?: string[];
   readonly ipWhitelist?: string[];
+  readonly metadata?: Record<string, string>;
+  readonly expiresAt?: Date | undefined;
+  readonly updateMask?: string[] | undefined;
   readonly includeRevoked?: boolean;
   readonly pageSize?: number;
   readonly pageToken?: string;
@@ -420,6 +468,7 @@ interface AdminResponse {
 }
 
 const ADMIN: Record<AdminRpc, { readonly message: string; decode(bytes: Uint8Array): AdminView; response(bytes: Uint8Array): AdminResponse }> = {
+  UpdateKey: { message: 'UpdateKeyRequest', decode: (b) => UpdateKeyRequest.decode(b), response: (b) => UpdateKeyResponse.decode(b) },
   CreateKey: { message: 'CreateKeyRequest', decode: (b) => CreateKeyRequest.decode(b), response: (b) => CreateKeyResponse.decode(b) },
   GetKey: { message: 'GetKeyRequest', decode: (b) => GetKeyRequest.decode(b), response: (b) => GetKeyResponse.decode(b) },
   ListKeys: { message: 'ListKeysRequest', decode: (b) => ListKeysRequest.decode(b), response: (b) => ListKeysResponse.decode(b) },
@@ -621,7 +670,7 @@ class Harness {
     const id = UUID_INSIDE.exec(keyIdText)?.[0]?.toLowerCase();
     if (id === undefined) return undefined;
     const { rows } = await this.db.query<Row>(
-      `select id::text, account_id, name, scopes, ip_whitelist, revoked_at, expires_at, version::text, updated_at
+      `select id::text, account_id, name, scopes, ip_whitelist, revoked_at, expires_at, metadata, version::text, updated_at
          from keyward.api_keys where id = $1::uuid`,
       [id],
     );
@@ -652,6 +701,7 @@ class Harness {
         checkScopes(e, 'scopes', view.scopes ?? [], 1);
         checkWhitelist(e, 'ip_whitelist', view.ipWhitelist ?? []);
         checkExpires(e, c.expires);
+        checkMetadata(e, view.metadata ?? {});
         break;
       case 'ListKeys':
         if ((view.pageSize ?? 0) < 0) e.invalid.add('page_size');
@@ -662,9 +712,10 @@ class Harness {
         checkKeyId(e, keyId);
         if (c.rpc === 'UpdateScopes') checkScopes(e, 'scopes', view.scopes ?? [], 1);
         if (c.rpc === 'UpdateIpWhitelist') checkWhitelist(e, 'ip_whitelist', view.ipWhitelist ?? []);
+        if (c.rpc === 'UpdateKey') checkUpdate(e, view);
         const row = before.row;
         const owned = row !== undefined && row.id === keyId.toLowerCase() && row.account_id === view.accountId;
-        const changes = c.rpc === 'UpdateScopes' || c.rpc === 'UpdateIpWhitelist';
+        const changes = c.rpc === 'UpdateScopes' || c.rpc === 'UpdateIpWhitelist' || c.rpc === 'UpdateKey';
         e.states = new Set([!owned ? status.NOT_FOUND : changes && row.revoked_at !== null ? status.FAILED_PRECONDITION : status.OK]);
         if (uuidClass(keyId) === 'maybe') e.states.add(status.NOT_FOUND);
       }
@@ -694,6 +745,7 @@ class Harness {
           return `expires_at ${summarize(key.expiresAt)} for ${summarize(c.expires)}`;
         }
         if (key.revokedAt !== undefined || key.requestCount !== 0n) return 'a new key is revoked or used';
+        if (!isDeepStrictEqual({ ...key.metadata }, { ...view.metadata })) return `metadata ${summarize(key.metadata)} for ${summarize(view.metadata)}`;
         if (before.count !== undefined && after.count !== before.count + 1) return `the account has ${after.count} keys after the call; ${before.count} before`;
         return undefined;
       }
@@ -719,6 +771,19 @@ class Harness {
         const problem = whitelistProblem(key?.ipWhitelist ?? [], view.ipWhitelist ?? []);
         if (problem !== undefined) return problem;
         return JSON.stringify(after.row?.ip_whitelist) === JSON.stringify(key?.ipWhitelist) ? undefined : `stored whitelist ${summarize(after.row?.ip_whitelist)}`;
+      }
+      case 'UpdateKey': {
+        const mask = view.updateMask ?? [];
+        const row = after.row;
+        if (mask.includes('name') && (key?.name !== (view.name ?? '').trim() || row?.name !== key?.name)) return `name ${summarize(key?.name)} for ${summarize(view.name)}`;
+        if (!mask.includes('name') && key?.name !== before.row?.name) return 'name changed outside the mask';
+        if (mask.includes('metadata') && (!isDeepStrictEqual({ ...key?.metadata }, { ...view.metadata }) || !isDeepStrictEqual({ ...row?.metadata }, { ...view.metadata }))) {
+          return `metadata ${summarize(key?.metadata)} for ${summarize(view.metadata)}`;
+        }
+        if (!mask.includes('metadata') && !isDeepStrictEqual({ ...key?.metadata }, { ...before.row?.metadata })) return 'metadata changed outside the mask';
+        const expected = mask.includes('expires_at') ? view.expiresAt?.getTime() : before.row?.expires_at?.getTime();
+        if (key?.expiresAt?.getTime() !== expected) return `expires_at ${summarize(key?.expiresAt)}; expected ${summarize(expected)}`;
+        return BigInt(row?.version ?? 0) > BigInt(before.row?.version ?? 0) ? undefined : 'the version did not move';
       }
       case 'RevokeKey':
         if (key?.revokedAt === undefined || after.row?.revoked_at === null) return 'the key is not revoked';
@@ -934,6 +999,9 @@ const TARGETS: readonly Target[] = [
   { rpc: 'UpdateIpWhitelist', field: 'ip_whitelist', number: 3, repeated: true, property: 'ipWhitelist' },
   { rpc: 'RevokeKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
   { rpc: 'RevokeKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
+  { rpc: 'UpdateKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
+  { rpc: 'UpdateKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
+  { rpc: 'UpdateKey', field: 'name', number: 3, repeated: false, property: 'name' },
   { rpc: 'Verify', field: 'key', number: 1, repeated: false, property: 'key' },
   { rpc: 'Verify', field: 'client_ip', number: 2, repeated: false, property: 'clientIp' },
   { rpc: 'Verify', field: 'required_scopes', number: 3, repeated: true, property: 'requiredScopes' },
@@ -960,6 +1028,8 @@ function baseRequest(h: Harness, rpc: Target['rpc']): RequestObject {
       return { accountId: h.home, keyId: h.keys.ips.id, ipWhitelist: [] };
     case 'RevokeKey':
       return { accountId: h.home, keyId: h.keys.revoked.id };
+    case 'UpdateKey':
+      return { accountId: h.home, keyId: h.keys.scopes.id, name: 'k', updateMask: ['name'] };
     case 'Verify':
       return { key: h.keys.open.secret, clientIp: CANONICAL_CLIENT_IP, requiredScopes: ['jobs:read'] };
     case 'VerifyStream':
@@ -981,6 +1051,8 @@ function encodeRequest(rpc: Target['rpc'], request: RequestObject): Uint8Array {
       return UpdateIpWhitelistRequest.encode(UpdateIpWhitelistRequest.fromPartial(request)).finish();
     case 'RevokeKey':
       return RevokeKeyRequest.encode(RevokeKeyRequest.fromPartial(request)).finish();
+    case 'UpdateKey':
+      return UpdateKeyRequest.encode(UpdateKeyRequest.fromPartial(request)).finish();
     case 'Verify':
       return VerifyRequest.encode(VerifyRequest.fromPartial(request)).finish();
     case 'VerifyStream':
@@ -1034,6 +1106,23 @@ function accountText(h: Harness, weights: { home?: number; other?: number } = {}
 }
 
 const validEntry = fc.oneof(ipv4, ipv6, ipv4.map((a) => `${a}/24`), ipv6.map((a) => `${a}/64`));
+/** Metadata: none, valid entries, or entries beyond a limit (key pattern, value length and characters, count, total size). */
+const metadataKey = fc.oneof(
+  { weight: 4, arbitrary: fc.stringMatching(/^[a-z][a-z0-9_.-]{0,39}$/) },
+  { weight: 1, arbitrary: fc.constantFrom('', 'Bad Key', '9lives', 'a'.repeat(41), `a${'b'.repeat(39)}`, 'ünï', 'a b') },
+  { weight: 1, arbitrary: hostileText() },
+);
+const metadataValue = fc.oneof(
+  { weight: 4, arbitrary: fc.string({ maxLength: 40 }) },
+  { weight: 1, arbitrary: aroundLimits([255, 256, 257]) },
+  { weight: 1, arbitrary: hostileText() },
+);
+const metadataInput = fc.oneof(
+  { weight: 3, arbitrary: fc.constant({}) },
+  { weight: 4, arbitrary: fc.dictionary(metadataKey, metadataValue, { maxKeys: 6 }) },
+  { weight: 1, arbitrary: fc.dictionary(metadataKey, metadataValue, { minKeys: 14, maxKeys: 20 }) },
+  { weight: 1, arbitrary: fc.dictionary(fc.stringMatching(/^[a-z][a-z0-9]{0,9}$/), fc.string({ minLength: 200, maxLength: 256 }), { minKeys: 7, maxKeys: 12 }) },
+);
 const manyScopes = hostileList(scopeText(), { longLength: fc.oneof(fc.integer({ min: 60, max: 70 }), fc.integer({ min: 71, max: 5_000 })) });
 const manyEntries = hostileList(whitelistEntry(), { longLength: fc.oneof(fc.integer({ min: 995, max: 1_005 }), fc.integer({ min: 1_006, max: 3_000 })) });
 const requiredScopes = hostileList(scopeText(), { maxShort: 4, longLength: fc.oneof(fc.integer({ min: 62, max: 66 }), fc.integer({ min: 67, max: 3_000 })) });
@@ -1104,6 +1193,7 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
       scopes: fc.oneof({ weight: 3, arbitrary: fc.array(fc.constantFrom(...SCOPES), { minLength: 1, maxLength: 4 }) }, { weight: 2, arbitrary: manyScopes }),
       ipWhitelist: fc.oneof({ weight: 3, arbitrary: fc.array(validEntry, { maxLength: 4 }) }, { weight: 3, arbitrary: manyEntries }),
       expires: timestampSpec,
+      metadata: metadataInput,
     });
     await checkProperty(
       'CreateKey',
@@ -1168,6 +1258,26 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
       'UpdateScopes',
       fc.asyncProperty(input, async (request) => {
         await h.runAdmin({ rpc: 'UpdateScopes', bytes: UpdateScopesRequest.encode(request).finish() });
+      }),
+      { numRuns: 150, timeLimitMs: 10_000 },
+    );
+  });
+
+  test('UpdateKey: hostile update masks, names, expiries and metadata change the masked fields or are refused naming the mask or the field, leaving the key as it was (property)', async () => {
+    const path = fc.oneof({ weight: 6, arbitrary: fc.constantFrom('name', 'expires_at', 'metadata') }, { weight: 1, arbitrary: fc.constantFrom('', '*', 'scopes', 'Name', 'metadata.team', 'name ') }, { weight: 1, arbitrary: hostileText() });
+    const input = fc.record({
+      accountId: accountText(h),
+      keyId: keyIdText([h.keys.scopes.id, h.keys.revoked.id, h.keys.other.id]),
+      name: fc.oneof({ weight: 4, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }) }, { weight: 2, arbitrary: hostileText() }),
+      expiresInMs: fc.oneof(fc.constant(undefined), fc.integer({ min: 60_000, max: 10 ** 10 }), fc.integer({ min: -(10 ** 10), max: -60_000 })),
+      metadata: metadataInput,
+      updateMask: fc.oneof({ weight: 1, arbitrary: fc.constant(undefined) }, { weight: 8, arbitrary: fc.array(path, { maxLength: 4 }) }),
+    });
+    await checkProperty(
+      'UpdateKey',
+      fc.asyncProperty(input, async ({ expiresInMs, ...request }) => {
+        const expiresAt = expiresInMs === undefined ? undefined : new Date(Date.now() + expiresInMs);
+        await h.runAdmin({ rpc: 'UpdateKey', bytes: UpdateKeyRequest.encode({ ...request, expiresAt }).finish() });
       }),
       { numRuns: 150, timeLimitMs: 10_000 },
     );

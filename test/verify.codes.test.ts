@@ -8,6 +8,7 @@ import { newAccountId } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { assertNoLeaks } from './helpers/leaks';
 import { ServerProcess } from './helpers/serverProcess';
+import { waitUntil } from './helpers/waitUntil';
 
 describe('Verify over the wire', () => {
   let server: ServerProcess;
@@ -42,7 +43,34 @@ describe('Verify over the wire', () => {
       scopes: ['jobs:read', 'technicians:read'],
       missingScopes: [],
       keyName: 'CRM',
+      metadata: {},
     });
+  });
+
+  it('answers with the key\'s metadata as soon as UpdateKey returns, and EXPIRED or OK as its expiry moves', async () => {
+    const accountId = newAccountId();
+    const { key, secret } = await admin.newKey(accountId, { metadata: { integration: 'crm' } });
+    const keyId = key?.id;
+    const request = { key: secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:read'] };
+    assert.deepEqual((await verifier.verify(request)).metadata, { integration: 'crm' });
+    await admin.updateKey({ accountId, keyId, name: 'renamed', metadata: { integration: 'erp', team: 'ops' }, updateMask: ['name', 'metadata'] });
+    const renamed = await verifier.verify(request);
+    assert.equal(renamed.code, VerifyCode.VERIFY_CODE_OK);
+    assert.equal(renamed.keyName, 'renamed');
+    assert.deepEqual(renamed.metadata, { integration: 'erp', team: 'ops' });
+
+    // An expiry moved near, then reached: EXPIRED (with the metadata); cleared: OK again.
+    const soon = new Date(Date.now() + 1_000);
+    await admin.updateKey({ accountId, keyId, expiresAt: soon, updateMask: ['expires_at'] });
+    assert.equal((await verifier.verify(request)).code, VerifyCode.VERIFY_CODE_OK);
+    await waitUntil('the expiry to pass', () => Date.now() > soon.getTime() + 5);
+    const expired = await verifier.verify(request);
+    assert.equal(expired.code, VerifyCode.VERIFY_CODE_EXPIRED);
+    assert.deepEqual(expired.metadata, { integration: 'erp', team: 'ops' });
+    await admin.updateKey({ accountId, keyId, updateMask: ['expires_at'] });
+    assert.equal((await verifier.verify(request)).code, VerifyCode.VERIFY_CODE_OK);
+    await admin.updateKey({ accountId, keyId, metadata: {}, updateMask: ['metadata'] });
+    assert.deepEqual((await verifier.verify(request)).metadata, {});
   });
 
   it('answers MISSING_KEY 401 for an empty key', async () => {
@@ -93,6 +121,7 @@ describe('Verify over the wire', () => {
       scopes: ['jobs:read'],
       missingScopes: [],
       keyName: 'CRM',
+      metadata: {},
     });
     // Disabled comes before the address and scope checks.
     assert.equal((await verifier.verify({ key: secret, clientIp: '198.51.100.1', requiredScopes: ['jobs:write'] })).code, VerifyCode.VERIFY_CODE_DISABLED);

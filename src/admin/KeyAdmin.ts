@@ -4,8 +4,9 @@ import type { AdminContext, KeyEventRecord } from '../keys/KeyEvent';
 import type { KeyRecord } from '../keys/KeyRecord';
 import { checkAccountId, checkExpiresAt, checkKeyId, checkName, checkPageSize } from '../keys/fields';
 import { normaliseWhitelist } from '../keys/ipWhitelist';
+import { checkMetadata } from '../keys/metadata';
 import type { ScopeCatalog } from '../keys/scopes';
-import type { ChangeOutcome, KeyChange, KeyStore } from '../store/KeyStore';
+import type { ChangeOutcome, KeyChange, KeyStore, KeyUpdate } from '../store/KeyStore';
 import { decodeEventPageToken, decodePageToken, encodeEventPageToken, encodePageToken } from './pageToken';
 
 /** A ListKeys (or ListKeyEvents) page ends once its estimated size reaches this (half a gRPC client's default limit). */
@@ -16,6 +17,7 @@ function estimatedBytes(record: KeyRecord): number {
   let bytes = 128 + Buffer.byteLength(record.name) + Buffer.byteLength(record.accountId) + Buffer.byteLength(record.display) + (record.usage.lastUsedIp?.length ?? 0);
   for (const scope of record.scopes) bytes += scope.length + 2;
   for (const entry of record.ipWhitelist) bytes += entry.length + 2;
+  for (const [key, value] of Object.entries(record.metadata)) bytes += 8 + Buffer.byteLength(key) + Buffer.byteLength(value);
   return bytes;
 }
 
@@ -54,6 +56,44 @@ export interface CreateKeyInput {
   readonly scopes: readonly string[];
   readonly ipWhitelist: readonly string[];
   readonly expiresAt: Date | undefined;
+  /** Absent: none. */
+  readonly metadata?: Readonly<Record<string, string>>;
+}
+
+/** UpdateKey's request: the fields named by `updateMask` are set, the others ignored (AIP-134). */
+export interface UpdateKeyInput {
+  readonly accountId: string;
+  readonly keyId: string;
+  readonly name: string;
+  /** Undefined with `expires_at` in the mask: the key no longer expires. */
+  readonly expiresAt?: Date | undefined;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The update_mask's paths; undefined when the request had no mask. */
+  readonly updateMask?: readonly string[] | undefined;
+}
+
+/** The paths UpdateKey's update_mask may name. */
+export const UPDATE_PATHS = ['name', 'expires_at', 'metadata'] as const;
+type UpdatePath = (typeof UPDATE_PATHS)[number];
+
+/**
+ * The update mask's paths, checked: at least one, each one of UPDATE_PATHS,
+ * none twice (a path named twice is a caller's bug, not worth guessing at).
+ * No `*`: a full replacement would have to clear fields added later.
+ */
+export function checkUpdateMask(paths: readonly string[] | undefined): ReadonlySet<UpdatePath> {
+  if (paths === undefined || paths.length === 0) {
+    throw invalidArgument('update_mask', '', `must name at least one field: ${UPDATE_PATHS.join(', ')}`);
+  }
+  const seen = new Set<UpdatePath>();
+  paths.forEach((path, index) => {
+    if (!(UPDATE_PATHS as readonly string[]).includes(path)) {
+      throw invalidArgument(`update_mask.paths[${index}]`, path, `unknown path; UpdateKey changes ${UPDATE_PATHS.join(', ')}`);
+    }
+    if (seen.has(path as UpdatePath)) throw invalidArgument(`update_mask.paths[${index}]`, path, 'named twice');
+    seen.add(path as UpdatePath);
+  });
+  return seen;
 }
 
 export interface ListKeyEventsInput {
@@ -96,6 +136,7 @@ export class KeyAdmin {
     const scopes = this.catalog.normalise('scopes', input.scopes);
     const ipWhitelist = normaliseWhitelist('ip_whitelist', input.ipWhitelist);
     const expiresAt = checkExpiresAt(input.expiresAt, this.now());
+    const metadata = checkMetadata('metadata', input.metadata ?? {});
     const secret = this.format.generate(input.environment);
     const record = await this.store.insert(
       {
@@ -107,6 +148,7 @@ export class KeyAdmin {
         scopes,
         ipWhitelist,
         expiresAt,
+        metadata,
       },
       context,
     );
@@ -170,6 +212,25 @@ export class KeyAdmin {
     const keyId = checkKeyId(keyIdInput);
     const ipWhitelist = normaliseWhitelist('ip_whitelist', entries);
     return this.settle(accountId, keyId, await this.store.updateIpWhitelist(accountId, keyId, ipWhitelist, context));
+  }
+
+  /**
+   * Sets the fields the update mask names (name, expires_at, metadata), each
+   * validated as CreateKey validates it; expires_at unset in the request with
+   * the path in the mask clears the expiry. Fields outside the mask are
+   * ignored. Setting the values the key already has still makes a new version
+   * and writes its event (as updateScopes does). A revoked key cannot be
+   * changed (FAILED_PRECONDITION).
+   */
+  async update(context: AdminContext, input: UpdateKeyInput): Promise<KeyRecord> {
+    const accountId = checkAccountId(input.accountId);
+    const keyId = checkKeyId(input.keyId);
+    const paths = checkUpdateMask(input.updateMask);
+    const update: { -readonly [F in keyof KeyUpdate]: KeyUpdate[F] } = {};
+    if (paths.has('name')) update.name = checkName(input.name);
+    if (paths.has('expires_at')) update.expiresAt = checkExpiresAt(input.expiresAt, this.now());
+    if (paths.has('metadata')) update.metadata = checkMetadata('metadata', input.metadata);
+    return this.settle(accountId, keyId, await this.store.updateKey(accountId, keyId, update, context));
   }
 
   /**

@@ -15,7 +15,9 @@ export interface LocalCacheOptions {
  * whitelists are shared between keys).
  */
 function entryBytes(key: VerifiableKey): number {
-  return 250 + 2 * (key.id.length + key.name.length) + 40 * key.ipWhitelist.length;
+  let bytes = 250 + 2 * (key.id.length + key.name.length) + 40 * key.ipWhitelist.length;
+  for (const name in key.metadata) bytes += 80 + 2 * (name.length + (key.metadata[name]?.length ?? 0));
+  return bytes;
 }
 
 /**

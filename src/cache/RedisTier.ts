@@ -184,6 +184,8 @@ export class RedisTier {
     // Written by a release before DisableKey (a rolling upgrade): it cannot say
     // whether the key is disabled, so Postgres is asked and the fill replaces it.
     if (state.disabledAt === undefined) return { kind: 'miss' };
+    // Likewise a release before metadata: an entry without it is not "no metadata".
+    if (state.metadata === undefined) return { kind: 'miss' };
     return { kind: 'key', state: state as KeyState };
   }
 

@@ -29,3 +29,20 @@ export function parseExpiry(value: string, now = Date.now()): Date {
   }
   return date;
 }
+
+/**
+ * `--meta key=value` entries as metadata: split at the first `=` (a value
+ * may hold `=` and commas); a key given twice is a usage error. The server
+ * checks the limits.
+ */
+export function parseMetadata(entries: readonly string[] | undefined): Record<string, string> {
+  const metadata: Record<string, string> = {};
+  for (const entry of entries ?? []) {
+    const at = entry.indexOf('=');
+    if (at <= 0) throw usageError(`--meta ${JSON.stringify(entry)}: not key=value`);
+    const key = entry.slice(0, at);
+    if (Object.hasOwn(metadata, key)) throw usageError(`--meta ${JSON.stringify(key)}: given twice`);
+    metadata[key] = entry.slice(at + 1);
+  }
+  return metadata;
+}

@@ -2,7 +2,7 @@ import { type Command, Option } from 'commander';
 import type { ApiKey } from '../gen/keyward/v1/keyward';
 import { CliError, EXIT, usageError } from './CliError';
 import { accountOption, adminAction, print, printKey } from './adminAction';
-import { parseEnvironment, parseExpiry, splitList } from './arguments';
+import { parseEnvironment, parseExpiry, parseMetadata, splitList } from './arguments';
 import { confirm } from './confirm';
 import { registerEventsCommand } from './eventsCommand';
 import { registerKeyChangeCommands } from './keyChangeCommands';
@@ -23,9 +23,17 @@ export function registerKeysCommands(program: Command): void {
     .requiredOption('--scope <scope...>', 'scopes to grant (several, repeated or comma-separated), e.g. jobs:read')
     .option('--ip <cidr...>', 'addresses or CIDR ranges the key may be used from (default: any)')
     .option('--expires <date>', 'expiry: 2027-01-31, 2027-01-31T18:00:00Z, or from now: 90d, 12h (default: never)')
+    .option('--meta <key=value...>', 'metadata entries, e.g. integration=crm (repeated or several)')
     .action(
       adminAction(async (client, options) => {
-        const { env, scope, ip, expires, name } = options as unknown as { env: string; scope: string[]; ip?: string[]; expires?: string; name: string };
+        const { env, scope, ip, expires, name, meta } = options as unknown as {
+          env: string;
+          scope: string[];
+          ip?: string[];
+          expires?: string;
+          name: string;
+          meta?: string[];
+        };
         const response = await client.createKey({
           accountId: options.account,
           name,
@@ -33,6 +41,7 @@ export function registerKeysCommands(program: Command): void {
           scopes: splitList(scope),
           ipWhitelist: splitList(ip),
           expiresAt: expires === undefined ? undefined : parseExpiry(expires),
+          metadata: parseMetadata(meta),
         });
         if (response.key === undefined) throw new CliError('the server answered without a key');
         if (options.json === true) {
@@ -72,6 +81,36 @@ export function registerKeysCommands(program: Command): void {
     .action(
       adminAction(async (client, options, keyId: string) => {
         printKey((await client.getKey({ accountId: options.account, keyId })).key, options);
+      }),
+    );
+
+  keys
+    .command('update')
+    .description("change a key's name, expiry or metadata (only what the flags name; --meta replaces all the metadata)")
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .option('--name <name>', 'the new name')
+    .addOption(new Option('--expires <date>', 'new expiry: 2027-01-31, 2027-01-31T18:00:00Z, or from now: 90d, 12h').conflicts('expiry'))
+    .option('--no-expiry', 'the key no longer expires')
+    .addOption(new Option('--meta <key=value...>', 'the new metadata, replacing all of it').conflicts('clearMeta'))
+    .option('--clear-meta', 'remove all metadata')
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        const given = options as unknown as { name?: string; expires?: string; expiry?: boolean; meta?: string[]; clearMeta?: boolean };
+        const updateMask: string[] = [];
+        if (given.name !== undefined) updateMask.push('name');
+        if (given.expires !== undefined || given.expiry === false) updateMask.push('expires_at');
+        if (given.meta !== undefined || given.clearMeta === true) updateMask.push('metadata');
+        if (updateMask.length === 0) throw usageError('nothing to change: give --name, --expires, --no-expiry, --meta or --clear-meta');
+        const response = await client.updateKey({
+          accountId: options.account,
+          keyId,
+          name: given.name ?? '',
+          expiresAt: given.expires === undefined ? undefined : parseExpiry(given.expires),
+          metadata: parseMetadata(given.meta),
+          updateMask,
+        });
+        printKey(response.key, options);
       }),
     );
 

@@ -32,6 +32,18 @@ function fields(rows: ReadonlyArray<readonly [string, string]>): string {
   return rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`.trimEnd()).join('\n') + '\n';
 }
 
+/** Metadata on one line, `key=value` in key order, a value quoted (JSON) when it holds spaces, quotes, commas or nothing; '-' when none. */
+export function formatMetadata(metadata: Readonly<Record<string, string>>): string {
+  const keys = Object.keys(metadata).sort();
+  if (keys.length === 0) return '-';
+  return keys
+    .map((key) => {
+      const value = metadata[key] ?? '';
+      return `${key}=${value === '' || /[\s",=\\]/.test(value) ? JSON.stringify(value) : value}`;
+    })
+    .join(' ');
+}
+
 /** One key, a field per line. */
 export function formatKey(key: ApiKey): string {
   return fields([
@@ -49,6 +61,7 @@ export function formatKey(key: ApiKey): string {
     ['disabled', time(key.disabledAt, '-')],
     ['last used', lastUse(key)],
     ['uses', `${key.requestCount} (${key.refusedCount} refused)`],
+    ['metadata', formatMetadata(key.metadata)],
   ]);
 }
 
@@ -93,6 +106,7 @@ export function apiKeyJson(key: ApiKey): Record<string, unknown> {
     lastUsedIp: key.lastUsedIp,
     requestCount: String(key.requestCount),
     refusedCount: String(key.refusedCount),
+    metadata: key.metadata,
   };
 }
 
@@ -109,6 +123,7 @@ export function verifyJson(response: VerifyResponse): Record<string, unknown> {
     keyName: response.keyName,
     scopes: response.scopes,
     missingScopes: response.missingScopes,
+    metadata: response.metadata,
   };
 }
 
@@ -127,6 +142,7 @@ export function formatVerdict(response: VerifyResponse): string {
       ['account', response.accountId],
       ['environment', environmentName(response.environment)],
       ['scopes', response.scopes.join(' ')],
+      ['metadata', formatMetadata(response.metadata)],
     );
   }
   return fields(rows);

@@ -18,6 +18,8 @@ import {
   type RevokeKeyResponse,
   UpdateIpWhitelistRequest,
   type UpdateIpWhitelistResponse,
+  UpdateKeyRequest,
+  type UpdateKeyResponse,
   UpdateScopesRequest,
   type UpdateScopesResponse,
   VerifyRequest,
@@ -116,6 +118,14 @@ export class KeywardClient {
    */
   listKeyEvents(request: Partial<ListKeyEventsRequest>, options?: KeywardCallOptions): Promise<ListKeyEventsResponse> {
     return this.safeCall(this.admin, 'listKeyEvents', ListKeyEventsRequest.fromPartial(request), this.adminToken, options);
+  }
+
+  /**
+   * Changes the fields `updateMask` names (`name`, `expires_at`, `metadata`);
+   * `expires_at` in the mask with no `expiresAt` clears the expiry. Never retried.
+   */
+  updateKey(request: Partial<UpdateKeyRequest>, options?: KeywardCallOptions): Promise<UpdateKeyResponse> {
+    return this.call(this.admin, 'updateKey', UpdateKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
   }
 
   /** Replaces a key's scopes. Never retried. */

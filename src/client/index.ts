@@ -33,6 +33,8 @@ export {
   RevokeKeyResponse,
   UpdateIpWhitelistRequest,
   UpdateIpWhitelistResponse,
+  UpdateKeyRequest,
+  UpdateKeyResponse,
   UpdateScopesRequest,
   UpdateScopesResponse,
   VerifyCode,

@@ -66,6 +66,7 @@ export function createAdminService(
         scopes: request.scopes,
         ipWhitelist: request.ipWhitelist,
         expiresAt: request.expiresAt,
+        metadata: request.metadata,
       });
       return { key: toApiKey(record), secret };
     }),
@@ -84,6 +85,7 @@ export function createAdminService(
     updateIpWhitelist: handle('UpdateIpWhitelist', async (request, context) => ({
       key: toApiKey(await admin.updateIpWhitelist(context, request.accountId, request.keyId, request.ipWhitelist)),
     })),
+    updateKey: handle('UpdateKey', async (request, context) => ({ key: toApiKey(await admin.update(context, request)) })),
     revokeKey: handle('RevokeKey', async (request, context) => ({ key: toApiKey(await admin.revoke(context, request.accountId, request.keyId)) })),
     disableKey: handle('DisableKey', async (request, context) => ({ key: toApiKey(await admin.disable(context, request.accountId, request.keyId)) })),
     enableKey: handle('EnableKey', async (request, context) => ({ key: toApiKey(await admin.enable(context, request.accountId, request.keyId)) })),

@@ -30,5 +30,6 @@ export function toApiKey(record: KeyRecord): ApiKey {
     requestCount: record.usage.requestCount,
     lastUsedIp: record.usage.lastUsedIp ?? '',
     refusedCount: record.usage.refusedCount,
+    metadata: { ...record.metadata },
   };
 }

@@ -1,4 +1,5 @@
 import type { Environment } from './KeyFormat';
+import type { KeyMetadata } from './metadata';
 
 /** Usage of a key as last flushed to Postgres. */
 export interface KeyUsage {
@@ -24,6 +25,8 @@ export interface KeyRecord {
   readonly revokedAt: Date | null;
   /** Set while the key is disabled (DisableKey), cleared by EnableKey. */
   readonly disabledAt: Date | null;
+  /** Labels set by CreateKey or UpdateKey (checked by checkMetadata); {} when none. */
+  readonly metadata: KeyMetadata;
   /** Incremented by every change; caches refuse anything older than what they have seen. */
   readonly version: number;
   readonly usage: KeyUsage;

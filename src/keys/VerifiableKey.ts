@@ -1,6 +1,7 @@
 import type { Environment } from './KeyFormat';
 import type { KeyRecord } from './KeyRecord';
 import { compileWhitelist, type IpCheck } from './ipWhitelist';
+import type { KeyMetadata } from './metadata';
 
 /**
  * What Verify needs of a key: the stored fields it reports, in the plain shape
@@ -23,6 +24,13 @@ export interface KeyState {
    * a release that did not know disabling, and is read as a miss (RedisTier).
    */
   readonly disabledAt: number | null;
+  /**
+   * The key's metadata ({} when none), sent in Verify's answer. Like
+   * `disabledAt`, always present in what this release writes to Redis; an
+   * entry without it is from a release before metadata and is read as a miss,
+   * never as a key without metadata.
+   */
+  readonly metadata: KeyMetadata;
   readonly version: number;
 }
 
@@ -57,6 +65,7 @@ const accounts = new Interner<string>(10_000);
 const scopeLists = new Interner<readonly string[]>(10_000);
 const whitelists = new Interner<IpCheck>(10_000);
 const NO_ENTRIES: readonly string[] = Object.freeze([]);
+const NO_METADATA: KeyMetadata = Object.freeze({});
 
 export function toVerifiableKey(state: KeyState): VerifiableKey {
   return {
@@ -69,6 +78,7 @@ export function toVerifiableKey(state: KeyState): VerifiableKey {
     expiresAt: state.expiresAt,
     revokedAt: state.revokedAt,
     disabledAt: state.disabledAt,
+    metadata: Object.keys(state.metadata).length === 0 ? NO_METADATA : Object.freeze({ ...state.metadata }),
     version: state.version,
     allowsIp: whitelists.get(state.ipWhitelist.join(' '), () => compileWhitelist(state.ipWhitelist)),
   };
@@ -86,6 +96,7 @@ export function keyStateOf(record: KeyRecord): KeyState {
     expiresAt: record.expiresAt === null ? null : record.expiresAt.getTime(),
     revokedAt: record.revokedAt === null ? null : record.revokedAt.getTime(),
     disabledAt: record.disabledAt === null ? null : record.disabledAt.getTime(),
+    metadata: record.metadata,
     version: record.version,
   };
 }

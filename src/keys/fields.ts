@@ -23,6 +23,12 @@ export const LIMITS = {
   pageTokenLength: 512,
   defaultPageSize: 50,
   maxPageSize: 1_000,
+  /** Metadata (src/keys/metadata.ts): entries per key; keys match ^[a-z][a-z0-9_.-]{0,39}$. */
+  metadataEntries: 16,
+  /** A metadata value, in characters; no control characters. */
+  metadataValueLength: 256,
+  /** All of a key's metadata keys and values, in UTF-8 bytes. */
+  metadataBytes: 2_048,
   /** expires_at must be before this (10000-01-01T00:00:00Z): four-digit years only. */
   expiresAtBeforeMs: Date.UTC(10_000, 0, 1),
 } as const;

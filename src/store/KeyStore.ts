@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Environment } from '../keys/KeyFormat';
 import type { AdminContext, KeyEventRecord } from '../keys/KeyEvent';
 import type { KeyRecord } from '../keys/KeyRecord';
+import type { KeyMetadata } from '../keys/metadata';
 import { type KeyState, keyStateOf } from '../keys/VerifiableKey';
 import { LookupBatcher } from './LookupBatcher';
 import { query, querySettled } from './db';
@@ -17,6 +18,14 @@ export interface NewKey {
   readonly scopes: readonly string[];
   readonly ipWhitelist: readonly string[];
   readonly expiresAt: Date | null;
+  readonly metadata: KeyMetadata;
+}
+
+/** What UpdateKey changes: only the fields present (those of the update mask); `expiresAt: null` clears the expiry. */
+export interface KeyUpdate {
+  readonly name?: string;
+  readonly expiresAt?: Date | null;
+  readonly metadata?: KeyMetadata;
 }
 
 /** A committed change: the record as it now is, and the hash caches know it by. */
@@ -52,6 +61,7 @@ interface KeyRow {
   expires_at: Date | null;
   revoked_at: Date | null;
   disabled_at: Date | null;
+  metadata: KeyMetadata;
   version: string;
   secret_hash: Buffer;
   request_count: string | null;
@@ -61,7 +71,7 @@ interface KeyRow {
 }
 
 const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
-  k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.version, k.secret_hash`;
+  k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.metadata, k.version, k.secret_hash`;
 export interface KeyEventPage {
   readonly events: KeyEventRecord[];
   /** Whether more events follow the page. */
@@ -75,7 +85,15 @@ const CREATE_CHANGES = changesJson([
   ['scopes', undefined, 'to_jsonb(k.scopes)'],
   ['ip_whitelist', undefined, 'to_jsonb(k.ip_whitelist)'],
   ['expires_at', undefined, jsonTime('k.expires_at')],
+  ['metadata', undefined, 'k.metadata'],
 ]);
+
+/** What UpdateKey records for each field it may change (only those in the mask). */
+const UPDATE_CHANGES = {
+  name: ['name', 'to_jsonb(old.name)', 'to_jsonb(k.name)'],
+  expiresAt: ['expires_at', jsonTime('old.expires_at'), jsonTime('k.expires_at')],
+  metadata: ['metadata', 'old.metadata', 'k.metadata'],
+} as const;
 
 const EVENTS: Record<'scopes' | 'whitelist' | 'revoke' | 'disable' | 'enable', EventSpec> = {
   scopes: { action: 'scopes', changes: changesJson([['scopes', 'to_jsonb(old.scopes)', 'to_jsonb(k.scopes)']]) },
@@ -119,10 +137,10 @@ export class KeyStore {
   async insert(key: NewKey, context: AdminContext): Promise<KeyRecord> {
     const rows = await this.run<KeyRow>(
       `with k as (
-         insert into keyward.api_keys (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at)
-         values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz)
+         insert into keyward.api_keys (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at, metadata)
+         values ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text[], $7::text[], $8::timestamptz, $9::jsonb)
          returning *
-       ), ${insertEventCte('k', CREATE_CHANGES, 9)}
+       ), ${insertEventCte('k', CREATE_CHANGES, 10)}
        select ${KEY_COLUMNS}, null as request_count, null as refused_count, null as last_used_at, null as last_used_ip
          from k cross join event`,
       [
@@ -134,6 +152,7 @@ export class KeyStore {
         key.scopes,
         key.ipWhitelist,
         key.expiresAt,
+        JSON.stringify(key.metadata),
         ...eventValues('create', context),
       ],
     );
@@ -189,6 +208,27 @@ export class KeyStore {
 
   updateIpWhitelist(accountId: string, keyId: string, ipWhitelist: readonly string[], context: AdminContext): Promise<ChangeOutcome> {
     return this.changeActive(accountId, keyId, 'ip_whitelist = $3::text[]', [ipWhitelist], EVENTS.whitelist, context);
+  }
+
+  /**
+   * Sets the fields present in `update` (at least one) on an active key: a
+   * new version, its outbox row and an `update` event recording those
+   * fields, even when they already had these values (as updateScopes does).
+   */
+  updateKey(accountId: string, keyId: string, update: KeyUpdate, context: AdminContext): Promise<ChangeOutcome> {
+    const assignments: string[] = [];
+    const values: unknown[] = [];
+    const changes: Array<readonly [string, string, string]> = [];
+    const set = (column: string, cast: string, value: unknown, change: readonly [string, string, string]): void => {
+      values.push(value);
+      assignments.push(`${column} = $${values.length + 2}::${cast}`);
+      changes.push(change);
+    };
+    if (update.name !== undefined) set('name', 'text', update.name, UPDATE_CHANGES.name);
+    if (update.expiresAt !== undefined) set('expires_at', 'timestamptz', update.expiresAt, UPDATE_CHANGES.expiresAt);
+    if (update.metadata !== undefined) set('metadata', 'jsonb', JSON.stringify(update.metadata), UPDATE_CHANGES.metadata);
+    if (assignments.length === 0) throw new Error('updateKey needs at least one field');
+    return this.changeActive(accountId, keyId, assignments.join(', '), values, { action: 'update', changes: changesJson(changes) }, context);
   }
 
   /** Revokes an active key; a revoked key comes back unchanged (`changed: false`, no event). */
@@ -283,7 +323,7 @@ export class KeyStore {
   ): Promise<ChangeOutcome | 'unchanged'> {
     const rows = await this.run<KeyRow & { outbox_seq: string }>(
       `with old as (
-         select k.id, k.scopes, k.ip_whitelist, k.revoked_at, k.disabled_at
+         select k.id, k.name, k.expires_at, k.metadata, k.scopes, k.ip_whitelist, k.revoked_at, k.disabled_at
            from keyward.api_keys k
           where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null and ${when}
             for update
@@ -331,6 +371,7 @@ function toRecord(row: KeyRow): KeyRecord {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     disabledAt: row.disabled_at,
+    metadata: row.metadata,
     version: Number(row.version),
     usage: {
       requestCount: BigInt(row.request_count ?? 0),

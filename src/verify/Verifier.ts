@@ -33,6 +33,7 @@ const unidentified = (verdict: Verdict): VerifyResponse =>
     scopes: [],
     missingScopes: [],
     keyName: '',
+    metadata: {},
   });
 const MISSING_KEY_RESPONSE = unidentified(MISSING_KEY);
 const INVALID_KEY_RESPONSE = unidentified(INVALID_KEY);
@@ -116,5 +117,6 @@ function respond(key: VerifiableKey, verdict: Verdict): VerifyResponse {
     scopes: key.scopes as string[],
     missingScopes: verdict.missingScopes as string[],
     keyName: key.name,
+    metadata: key.metadata as Record<string, string>,
   };
 }

@@ -20,6 +20,8 @@ import {
   type RevokeKeyResponse,
   UpdateIpWhitelistRequest,
   type UpdateIpWhitelistResponse,
+  UpdateKeyRequest,
+  type UpdateKeyResponse,
   UpdateScopesRequest,
   type UpdateScopesResponse,
   VerifyRequest,
@@ -73,6 +75,10 @@ export class AdminClient {
   /** Creates a live key with the given scopes (default jobs:read) for `accountId`. */
   async newKey(accountId: string, request: Partial<CreateKeyRequest> = {}): Promise<CreateKeyResponse> {
     return this.createKey({ accountId, name: 'test key', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'], ...request });
+  }
+
+  updateKey(request: Partial<UpdateKeyRequest>): Promise<UpdateKeyResponse> {
+    return unary(this.raw, 'updateKey', UpdateKeyRequest.fromPartial(request), bearer(this.token));
   }
 
   getKey(request: Partial<GetKeyRequest>): Promise<GetKeyResponse> {

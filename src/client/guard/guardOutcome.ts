@@ -147,7 +147,7 @@ export function failureOutcome(cause: Error, misconfigured: boolean, options: Re
 }
 
 function verifiedKeyOf(response: VerifyResponse, clientIp: string): VerifiedApiKey {
-  // Read structurally: metadata is not in every keyward's answer (nor in this generated type yet).
+  // Checked, not trusted: an older keyward sends no metadata (decoded as {}), and a hand-built response may hold anything.
   const metadata = (response as { metadata?: unknown }).metadata;
   return {
     id: response.keyId,
