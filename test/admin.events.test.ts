@@ -126,6 +126,52 @@ describe('the audit trail and ListKeyEvents over the wire', () => {
     }
   });
 
+  it('records a rotation: rotate on the old key (before and after), create on the new one naming rotated_from_key_id', async () => {
+    const accountId = newAccountId();
+    const oldId = (await ci.newKey(accountId, { name: 'CRM', scopes: ['jobs:read'], metadata: { team: 'ops' } })).key?.id as string;
+    const { key } = await console_.rotateKey({ accountId, keyId: oldId, gracePeriod: { seconds: 3600n, nanos: 0 } });
+    const newId = key?.id as string;
+    const old = (await ci.getKey({ accountId, keyId: oldId })).key;
+
+    const events = await allEvents(accountId);
+    assert.deepEqual(
+      events.map((event) => [event.action, event.actor, event.keyId]),
+      [
+        [KeyAction.KEY_ACTION_CREATE, 'console', newId],
+        [KeyAction.KEY_ACTION_ROTATE, 'console', oldId],
+        [KeyAction.KEY_ACTION_CREATE, 'ci', oldId],
+      ],
+    );
+    const [created, rotated] = events;
+    assert.deepEqual(changesOf(rotated), {
+      expires_at: { before: null, after: (changesOf(rotated).expires_at?.after as string) },
+      revoked_at: { before: null, after: null },
+      replaced_by_key_id: { before: null, after: newId },
+    });
+    assert.equal(new Date(changesOf(rotated).expires_at?.after as string).getTime(), old?.expiresAt?.getTime());
+    assert.deepEqual(rotated?.changes.map((change) => change.field), ['expires_at', 'revoked_at', 'replaced_by_key_id']);
+    assert.deepEqual(changesOf(created), {
+      name: { after: 'CRM' },
+      environment: { after: 'live' },
+      scopes: { after: ['jobs:read'] },
+      ip_whitelist: { after: [] },
+      expires_at: { after: null },
+      metadata: { after: { team: 'ops' } },
+      rotated_from_key_id: { after: oldId },
+    });
+
+    // Rotating again is refused and writes nothing; a grace period of 0 records the revocation.
+    await assertGrpcError(ci.rotateKey({ accountId, keyId: oldId }), status.FAILED_PRECONDITION, /already replaced/);
+    const { key: third } = await ci.rotateKey({ accountId, keyId: newId, gracePeriod: { seconds: 0n, nanos: 0 } });
+    const revoking = (await allEvents(accountId, newId))[0];
+    assert.equal(revoking?.action, KeyAction.KEY_ACTION_ROTATE);
+    assert.deepEqual(changesOf(revoking).expires_at, { before: null, after: null });
+    assert.equal(changesOf(revoking).revoked_at?.before, null);
+    assert.equal(new Date(changesOf(revoking).revoked_at?.after as string).getTime(), (await ci.getKey({ accountId, keyId: newId })).key?.revokedAt?.getTime());
+    assert.deepEqual(changesOf(revoking).replaced_by_key_id, { before: null, after: third?.id });
+    assert.equal((await storedEvents(accountId)).length, 5);
+  });
+
   it('commits the event with the change: the key, its outbox row and its event, one each', async () => {
     const accountId = newAccountId();
     const keyId = (await ci.newKey(accountId)).key?.id as string;

@@ -339,6 +339,154 @@ describe('admin RPCs over the wire', () => {
     });
   });
 
+  describe('RotateKey', () => {
+    const grace = (ms: number) => ({ seconds: BigInt(Math.trunc(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+    const row = async (keyId: string | undefined) =>
+      (await db.query('select version, revoked_at, expires_at, replaced_by_key_id, rotated_from_key_id from keyward.api_keys where id = $1', [keyId])).rows[0] as {
+        version: string;
+        revoked_at: Date | null;
+        expires_at: Date | null;
+        replaced_by_key_id: string | null;
+        rotated_from_key_id: string | null;
+      };
+    const outboxRows = async (keyId: string | undefined) =>
+      Number(
+        (
+          await db.query<{ n: string }>(
+            'select count(*) as n from keyward.key_invalidations o join keyward.api_keys k on k.secret_hash = o.secret_hash where k.id = $1',
+            [keyId],
+          )
+        ).rows[0]?.n,
+      );
+
+    it('makes a new key with the same fields and a new secret; the old key expires after the grace period', async () => {
+      const accountId = newAccountId();
+      const created = await client.newKey(accountId, {
+        name: 'CRM',
+        environment: Environment.ENVIRONMENT_TEST,
+        scopes: ['jobs:read', 'technicians:read'],
+        ipWhitelist: ['203.0.113.0/24'],
+        metadata: { team: 'ops' },
+      });
+      const oldId = created.key?.id;
+      const before = Date.now();
+      const { key, secret } = await client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(3_600_000) });
+      const afterMs = Date.now();
+      assert.match(secret, /^fsm_test_[0-9A-Za-z]{49}$/);
+      assert.notEqual(secret, created.secret);
+      assert.ok(key !== undefined);
+      assert.notEqual(key.id, oldId);
+      assert.deepEqual(
+        [key.accountId, key.name, key.environment, key.scopes, key.ipWhitelist, key.metadata, key.expiresAt, key.revokedAt, key.rotatedFromKeyId, key.replacedByKeyId],
+        [accountId, 'CRM', Environment.ENVIRONMENT_TEST, ['jobs:read', 'technicians:read'], ['203.0.113.0/24'], { team: 'ops' }, undefined, undefined, oldId, ''],
+      );
+      assert.equal(key.display, `fsm_test_${secret.slice(9, 13)}…${secret.slice(-4)}`);
+
+      const old = (await client.getKey({ accountId, keyId: oldId })).key;
+      assert.equal(old?.replacedByKeyId, key.id);
+      assert.equal(old?.rotatedFromKeyId, '');
+      assert.equal(old?.revokedAt, undefined);
+      const expiresAt = old?.expiresAt?.getTime() ?? 0;
+      assert.ok(expiresAt >= before + 3_600_000 - 1_000 && expiresAt <= afterMs + 3_600_000 + 1_000, `expires_at ${old?.expiresAt?.toISOString()}`);
+      assert.equal((await row(oldId)).version, '2');
+      assert.equal(await outboxRows(oldId), 1);
+      assert.equal(await outboxRows(key.id), 0);
+      const stored = JSON.stringify((await db.query('select * from keyward.api_keys where id = $1', [key.id])).rows[0]);
+      assert.ok(!stored.includes(secret.slice(9, -4)), 'the secret is stored');
+    });
+
+    it('never moves an earlier expiry later', async () => {
+      const accountId = newAccountId();
+      const expiresAt = new Date(Date.now() + 60_000);
+      const oldId = (await client.newKey(accountId, { expiresAt })).key?.id;
+      await client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(86_400_000) });
+      assert.equal((await row(oldId)).expires_at?.getTime(), expiresAt.getTime());
+    });
+
+    it('revokes the old key at once with a grace period of 0 or unset', async () => {
+      const accountId = newAccountId();
+      for (const gracePeriod of [grace(0), undefined]) {
+        const oldId = (await client.newKey(accountId)).key?.id;
+        const { key } = await client.rotateKey({ accountId, keyId: oldId, gracePeriod });
+        const old = (await client.getKey({ accountId, keyId: oldId })).key;
+        assert.ok(old?.revokedAt instanceof Date);
+        assert.equal(old?.expiresAt, undefined);
+        assert.equal(old?.replacedByKeyId, key?.id);
+      }
+    });
+
+    it('refuses a revoked key or one already replaced with FAILED_PRECONDITION saying why, and changes nothing', async () => {
+      const accountId = newAccountId();
+      const revokedId = (await client.newKey(accountId)).key?.id;
+      await client.revokeKey({ accountId, keyId: revokedId });
+      await assertGrpcError(client.rotateKey({ accountId, keyId: revokedId, gracePeriod: grace(1000) }), status.FAILED_PRECONDITION, /^key_id "[0-9a-f-]+": the key is revoked/);
+
+      const oldId = (await client.newKey(accountId)).key?.id;
+      const first = await client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(60_000) });
+      const snapshot = await row(oldId);
+      await assertGrpcError(
+        client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(60_000) }),
+        status.FAILED_PRECONDITION,
+        new RegExp(`^key_id "${oldId}": the key was already replaced by key "${first.key?.id}"`),
+      );
+      assert.deepEqual(await row(oldId), snapshot);
+      assert.equal(await countKeys(accountId), 3);
+    });
+
+    it('lets one of two concurrent rotations win; the other is FAILED_PRECONDITION', async () => {
+      const accountId = newAccountId();
+      const oldId = (await client.newKey(accountId)).key?.id;
+      const outcomes = await Promise.allSettled([
+        client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(60_000) }),
+        client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(60_000) }),
+      ]);
+      const won = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+      const lost = outcomes.filter((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+      assert.equal(won.length, 1);
+      assert.equal(lost.length, 1);
+      assert.equal((lost[0]?.reason as { code: number }).code, status.FAILED_PRECONDITION);
+      assert.equal(await countKeys(accountId), 2);
+      assert.equal((await row(oldId)).version, '2');
+    });
+
+    const invalid: Array<[string, { seconds: bigint; nanos: number }, RegExp]> = [
+      ['a negative grace period', { seconds: -1n, nanos: 0 }, /^grace_period "-1s 0ns": must not be negative/],
+      ['a grace period over 30 days', { seconds: 30n * 86_400n + 1n, nanos: 0 }, /^grace_period "2592001s 0ns": must be at most 30 days/],
+      ['a malformed Duration', { seconds: 1n, nanos: -5 }, /^grace_period "1s -5ns": is not a valid google.protobuf.Duration/],
+    ];
+    for (const [what, gracePeriod, message] of invalid) {
+      it(`refuses ${what} with INVALID_ARGUMENT naming grace_period, and changes nothing`, async () => {
+        const accountId = newAccountId();
+        const oldId = (await client.newKey(accountId)).key?.id;
+        await assertGrpcError(client.rotateKey({ accountId, keyId: oldId, gracePeriod }), status.INVALID_ARGUMENT, message);
+        assert.equal(await countKeys(accountId), 1);
+        assert.equal((await row(oldId)).version, '1');
+      });
+    }
+
+    it('accepts exactly 30 days', async () => {
+      const accountId = newAccountId();
+      const oldId = (await client.newKey(accountId)).key?.id;
+      await client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(30 * 86_400_000) });
+      assert.ok(((await row(oldId)).expires_at?.getTime() ?? 0) > Date.now() + 30 * 86_400_000 - 60_000);
+    });
+
+    it('answers NOT_FOUND for a key of another account or no key, and changes nothing', async () => {
+      const accountId = newAccountId();
+      const other = newAccountId();
+      const oldId = (await client.newKey(accountId)).key?.id;
+      await assertGrpcError(client.rotateKey({ accountId: other, keyId: oldId }), status.NOT_FOUND, new RegExp(`^key_id "${oldId}": no such key`));
+      await assertGrpcError(
+        client.rotateKey({ accountId, keyId: '00000000-0000-4000-8000-000000000000' }),
+        status.NOT_FOUND,
+        /^key_id "00000000-0000-4000-8000-000000000000": no such key/,
+      );
+      assert.equal(await countKeys(other), 0);
+      assert.equal(await countKeys(accountId), 1);
+      assert.equal((await row(oldId)).version, '1');
+    });
+  });
+
   describe('RevokeKey', () => {
     it('sets revoked_at once; revoking again changes nothing', async () => {
       const accountId = newAccountId();
@@ -480,7 +628,7 @@ describe('admin RPCs over the wire', () => {
     assert.equal(key?.disabledAt, undefined);
   });
 
-  it('never sends a secret in any response but CreateKey', async () => {
+  it('never sends a secret in any response but CreateKey and RotateKey (its new secret)', async () => {
     const accountId = newAccountId();
     const { key, secret } = await client.newKey(accountId);
     const keyId = key?.id;
@@ -493,6 +641,10 @@ describe('admin RPCs over the wire', () => {
       await client.enableKey({ accountId, keyId }),
       await client.revokeKey({ accountId, keyId }),
     ];
+    const rotatedFrom = (await client.newKey(accountId)).key?.id;
+    const rotated = await client.rotateKey({ accountId, keyId: rotatedFrom, gracePeriod: { seconds: 60n, nanos: 0 } });
+    assert.ok(!responseText(rotated.key).includes(rotated.secret.slice(9, -4)));
+    responses.push(rotated.key);
     const body = secret.slice(9, -4);
     for (const response of responses) {
       const text = responseText(response);

@@ -302,6 +302,56 @@ describe('the keyward command', () => {
     });
   });
 
+  describe('keys rotate', () => {
+    it('prints the new secret alone on stdout once; the old key stops at once, or after --grace; show names rotated from and replaced by', async () => {
+      const accountId = newAccountId();
+      const { id, secret } = await createKey(accountId, '--meta', 'team=ops');
+
+      const run = await runCli(['keys', 'rotate', id, '--account', accountId], env);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /^fsm_live_[0-9A-Za-z]{49}\n$/);
+      const newSecret = run.stdout.trim();
+      assert.match(run.stderr, /will not be shown again/);
+      assert.match(run.stderr, new RegExp(`key ${id} is revoked\\.$`, 'm'));
+      assert.match(run.stderr, new RegExp(`^rotated from +${id}$`, 'm'));
+      assert.ok(!run.stderr.includes(newSecret), 'the secret only on stdout');
+      const newId = /^id +([0-9a-f-]{36})$/m.exec(run.stderr)?.[1] as string;
+
+      const old = await runCli(['keys', 'show', id, '--account', accountId], env);
+      assert.match(old.stdout, new RegExp(`^replaced by +${newId}$`, 'm'));
+      assert.match(old.stdout, /^status +revoked$/m);
+      const fresh = await showKey(accountId, newId);
+      assert.deepEqual([fresh.name, fresh.metadata, fresh.rotatedFromKeyId, fresh.replacedByKeyId], ['cli key', { team: 'ops' }, id, null]);
+      assert.equal((await showKey(accountId, id)).replacedByKeyId, newId);
+      assert.equal((await runCli(['verify', '--key', secret], env)).code, 3);
+      assert.equal((await runCli(['verify', '--key', newSecret], env)).code, 0);
+
+      // With --grace and --json: the old key keeps working, with an expiry about 24 hours away.
+      const graced = parseJson(await runCli(['keys', 'rotate', newId, '--account', accountId, '--grace', '24h', '--json'], env));
+      assert.match(graced.secret as string, /^fsm_live_[0-9A-Za-z]{49}$/);
+      assert.equal((graced.key as Record<string, unknown>).rotatedFromKeyId, newId);
+      const expires = new Date(String((await showKey(accountId, newId)).expiresAt)).getTime();
+      assert.ok(Math.abs(expires - (Date.now() + 86_400_000)) < 60_000, `expires ${expires}`);
+      assert.equal((await runCli(['verify', '--key', newSecret], env)).code, 0);
+    });
+
+    it('reports a key already replaced, a bad --grace and one over the maximum', async () => {
+      const accountId = newAccountId();
+      const { id } = await createKey(accountId);
+      assert.equal((await runCli(['keys', 'rotate', id, '--account', accountId, '--grace', '1h'], env)).code, 0);
+      assertOneLineError(
+        await runCli(['keys', 'rotate', id, '--account', accountId], env),
+        1,
+        new RegExp(`^error: FAILED_PRECONDITION: key_id "${id}": the key was already replaced by key "[0-9a-f-]{36}"`),
+      );
+      assertOneLineError(await runCli(['keys', 'rotate', id, '--account', newAccountId()], env), 1, /^error: NOT_FOUND: key_id "[0-9a-f-]{36}": no such key/);
+      const other = (await createKey(accountId)).id;
+      assertUsageError(await runCli(['keys', 'rotate', other, '--account', accountId, '--grace', 'soon'], env), /^error: --grace "soon": not a duration/);
+      assertOneLineError(await runCli(['keys', 'rotate', other, '--account', accountId, '--grace', '31d'], env), 1, /^error: INVALID_ARGUMENT: grace_period "2678400s 0ns": must be at most 30 days/);
+      assert.equal((await showKey(accountId, other)).replacedByKeyId, null);
+    });
+  });
+
   describe('keys disable and keys enable', () => {
     it('disable a key (Verify refuses it, show and list say so) and enable it again; both changes nothing when repeated', async () => {
       const accountId = newAccountId();
@@ -541,6 +591,7 @@ describe('the keyward command', () => {
       ['keys', 'whitelist', 'remove'],
       ['keys', 'whitelist', 'clear'],
       ['keys', 'update'],
+      ['keys', 'rotate'],
       ['keys', 'disable'],
       ['keys', 'enable'],
       ['keys', 'revoke'],

@@ -180,6 +180,20 @@ describe('keyward/client', () => {
       assert.equal((await client.enableKey({ accountId, keyId })).key?.disabledAt, undefined);
       assert.equal((await client.verify({ key: created.secret })).code, VerifyCode.VERIFY_CODE_OK);
 
+      const rotated = await client.rotateKey({ accountId, keyId, gracePeriod: { seconds: 60n, nanos: 0 } });
+      assert.equal(rotated.secret.slice(0, 9), created.secret.slice(0, 9), 'the same environment');
+      assert.deepEqual([rotated.key?.name, rotated.key?.metadata, rotated.key?.rotatedFromKeyId], ['renamed', { integration: 'erp' }, keyId]);
+      assert.equal((await client.getKey({ accountId, keyId })).key?.replacedByKeyId, rotated.key?.id);
+      assert.equal((await client.verify({ key: rotated.secret })).code, VerifyCode.VERIFY_CODE_OK);
+      assert.equal((await client.verify({ key: created.secret })).code, VerifyCode.VERIFY_CODE_OK, 'the old key within its grace period');
+      const again = await client.rotateKey({ accountId, keyId }).then(
+        () => undefined,
+        (error: ServiceError) => error,
+      );
+      assert.equal(again?.code, status.FAILED_PRECONDITION);
+      assert.match(again?.details ?? '', /already replaced/);
+      await client.revokeKey({ accountId, keyId: rotated.key?.id });
+
       const revoked = await client.revokeKey({ accountId, keyId });
       assert.ok(revoked.key?.revokedAt instanceof Date);
       const afterRevoke = await client.verify({ key: created.secret });
@@ -330,6 +344,17 @@ describe('keyward/client', () => {
           assert.equal(now?.disabledAt instanceof Date, disabledAfter, `the ${method} whose answer was lost was applied`);
           if (method === 'UpdateKey') assert.deepEqual(now?.metadata, { lost: 'answer' }, 'the UpdateKey whose answer was lost was applied');
         }
+
+        // RotateKey: its answer (naming the old key in rotated_from_key_id) is held and lost; a retry would
+        // be refused (already replaced) and the first new secret lost with it, so the client never retries.
+        const rotations = (): Promise<number> => metricSum(metricsPort, 'keyward_admin_calls_total{method="RotateKey"');
+        const rotationsBefore = await rotations();
+        const rotation = rejection(flaky.rotateKey({ accountId, keyId, gracePeriod: { seconds: 60n, nanos: 0 } }));
+        await waitUntil('RotateKey answered by the server', async () => (await rotations()) > rotationsBefore);
+        proxy.cut();
+        assert.equal((await rotation).code, status.UNAVAILABLE);
+        assert.equal((await rotations()) - rotationsBefore, 1, 'RotateKey: one call, no retry');
+        assert.notEqual((await client.getKey({ accountId, keyId })).key?.replacedByKeyId, '', 'the RotateKey whose answer was lost was applied');
       } finally {
         flaky.close();
         await proxy.close();

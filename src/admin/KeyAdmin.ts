@@ -2,7 +2,7 @@ import { KeywardError, invalidArgument, keyNotFound } from '../errors';
 import { type Environment, type KeyFormat, hashSecret } from '../keys/KeyFormat';
 import type { AdminContext, KeyEventRecord } from '../keys/KeyEvent';
 import type { KeyRecord } from '../keys/KeyRecord';
-import { checkAccountId, checkExpiresAt, checkKeyId, checkName, checkPageSize } from '../keys/fields';
+import { checkAccountId, checkExpiresAt, checkGracePeriod, checkKeyId, checkName, checkPageSize } from '../keys/fields';
 import { normaliseWhitelist } from '../keys/ipWhitelist';
 import { checkMetadata } from '../keys/metadata';
 import type { ScopeCatalog } from '../keys/scopes';
@@ -266,6 +266,40 @@ export class KeyAdmin {
     const accountId = checkAccountId(accountIdInput);
     const keyId = checkKeyId(keyIdInput);
     return this.settle(accountId, keyId, await this.store.enable(accountId, keyId, context), 'enabled');
+  }
+
+  /**
+   * Replaces a key by a new one (same name, environment, scopes, whitelist,
+   * metadata; no expiry; enabled) whose secret is in the result, the only
+   * copy there will ever be. The old key's `expires_at` becomes now + grace
+   * period (never later than the expiry it had); a grace period of 0 (or
+   * unset) revokes it at once. The old key's change reaches every cache
+   * before this returns. A revoked key, or one already replaced, is
+   * FAILED_PRECONDITION saying which.
+   */
+  async rotate(
+    context: AdminContext,
+    accountIdInput: string,
+    keyIdInput: string,
+    gracePeriod: { readonly seconds: bigint; readonly nanos: number } | undefined,
+  ): Promise<{ old: KeyRecord; record: KeyRecord; secret: string }> {
+    const accountId = checkAccountId(accountIdInput);
+    const keyId = checkKeyId(keyIdInput);
+    const graceMicros = checkGracePeriod(gracePeriod);
+    const existing = await this.store.get(accountId, keyId);
+    if (existing === undefined) throw keyNotFound(accountId, keyId);
+    const secret = this.format.generate(existing.environment);
+    const fresh = { secretHash: hashSecret(secret), display: this.format.display(secret, existing.environment) };
+    const outcome = await this.store.rotate(accountId, keyId, fresh, graceMicros, context);
+    if (outcome === 'not_found') throw keyNotFound(accountId, keyId);
+    if (outcome === 'revoked') {
+      throw new KeywardError('FAILED_PRECONDITION', `key_id "${keyId}": the key is revoked; a revoked key cannot be rotated`);
+    }
+    if ('replacedBy' in outcome) {
+      throw new KeywardError('FAILED_PRECONDITION', `key_id "${keyId}": the key was already replaced by key "${outcome.replacedBy}"; a key can be rotated once`);
+    }
+    await this.listener.keyChanged(outcome.old);
+    return { old: outcome.old.record, record: outcome.created, secret };
   }
 
   private async settle(accountId: string, keyId: string, outcome: ChangeOutcome, refused: 'changed' | 'disabled' | 'enabled' = 'changed'): Promise<KeyRecord> {

@@ -46,3 +46,15 @@ export function parseMetadata(entries: readonly string[] | undefined): Record<st
   }
   return metadata;
 }
+
+const GRACE = /^(\d+)(ms|s|m|h|d)$/;
+const GRACE_UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `--grace`: a whole number of ms, s, m, h or d (`0`, `90s`, `24h`, `7d`) as a Duration; the server checks the maximum. */
+export function parseGrace(value: string): { seconds: bigint; nanos: number } {
+  if (value === '0') return { seconds: 0n, nanos: 0 };
+  const match = GRACE.exec(value);
+  if (match === null) throw usageError(`--grace ${JSON.stringify(value)}: not a duration (0, 1500ms, 90s, 30m, 24h, 7d)`);
+  const ms = BigInt(match[1] as string) * BigInt(GRACE_UNIT_MS[match[2] as keyof typeof GRACE_UNIT_MS]);
+  return { seconds: ms / 1_000n, nanos: Number(ms % 1_000n) * 1_000_000 };
+}

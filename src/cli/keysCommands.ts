@@ -2,13 +2,13 @@ import { type Command, Option } from 'commander';
 import type { ApiKey } from '../gen/keyward/v1/keyward';
 import { CliError, EXIT, usageError } from './CliError';
 import { accountOption, adminAction, print, printKey } from './adminAction';
-import { parseEnvironment, parseExpiry, parseMetadata, splitList } from './arguments';
+import { parseEnvironment, parseExpiry, parseGrace, parseMetadata, splitList } from './arguments';
 import { confirm } from './confirm';
 import { registerEventsCommand } from './eventsCommand';
 import { registerKeyChangeCommands } from './keyChangeCommands';
 import { apiKeyJson, formatKey, formatKeyTable, json } from './output';
 
-/** `keyward keys …`: create, list, show, scopes, whitelist, disable, enable, revoke, events. */
+/** `keyward keys …`: create, list, show, update, rotate, scopes, whitelist, disable, enable, revoke, events. */
 export function registerKeysCommands(program: Command): void {
   const keys = program
     .command('keys')
@@ -111,6 +111,31 @@ export function registerKeysCommands(program: Command): void {
           updateMask,
         });
         printKey(response.key, options);
+      }),
+    );
+
+  keys
+    .command('rotate')
+    .description('replace a key by a new one (same name, environment, scopes, whitelist, metadata) and print its secret on stdout, this one time')
+    .argument('<key-id>', 'the key id (a UUID)')
+    .addOption(accountOption())
+    .option('--grace <duration>', 'how long the old key keeps working: 0, 90s, 30m, 24h, 7d (at most 30d)', '0')
+    .action(
+      adminAction(async (client, options, keyId: string) => {
+        const grace = (options as unknown as { grace: string }).grace;
+        const gracePeriod = parseGrace(grace);
+        const response = await client.rotateKey({ accountId: options.account, keyId, gracePeriod });
+        if (response.key === undefined) throw new CliError('the server answered without a key');
+        if (options.json === true) {
+          print(json({ key: apiKeyJson(response.key), secret: response.secret }));
+        } else {
+          process.stderr.write(formatKey(response.key));
+          print(`${response.secret}\n`);
+        }
+        const old = gracePeriod.seconds === 0n && gracePeriod.nanos === 0 ? `key ${keyId} is revoked` : `key ${keyId} keeps working for ${grace}`;
+        process.stderr.write(
+          `keyward: this is the only time the secret of key ${response.key.id} is shown; store it now, it will not be shown again. ${old}.\n`,
+        );
       }),
     );
 

@@ -44,8 +44,11 @@ export function formatMetadata(metadata: Readonly<Record<string, string>>): stri
     .join(' ');
 }
 
-/** One key, a field per line. */
+/** One key, a field per line; `rotated from` and `replaced by` only when RotateKey set them. */
 export function formatKey(key: ApiKey): string {
+  const rotation: Array<readonly [string, string]> = [];
+  if (key.rotatedFromKeyId !== '') rotation.push(['rotated from', key.rotatedFromKeyId]);
+  if (key.replacedByKeyId !== '') rotation.push(['replaced by', key.replacedByKeyId]);
   return fields([
     ['id', key.id],
     ['account', key.accountId],
@@ -62,6 +65,7 @@ export function formatKey(key: ApiKey): string {
     ['last used', lastUse(key)],
     ['uses', `${key.requestCount} (${key.refusedCount} refused)`],
     ['metadata', formatMetadata(key.metadata)],
+    ...rotation,
   ]);
 }
 
@@ -107,6 +111,8 @@ export function apiKeyJson(key: ApiKey): Record<string, unknown> {
     requestCount: String(key.requestCount),
     refusedCount: String(key.refusedCount),
     metadata: key.metadata,
+    rotatedFromKeyId: key.rotatedFromKeyId === '' ? null : key.rotatedFromKeyId,
+    replacedByKeyId: key.replacedByKeyId === '' ? null : key.replacedByKeyId,
   };
 }
 

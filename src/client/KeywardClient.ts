@@ -16,6 +16,8 @@ import {
   type ListKeysResponse,
   RevokeKeyRequest,
   type RevokeKeyResponse,
+  RotateKeyRequest,
+  type RotateKeyResponse,
   UpdateIpWhitelistRequest,
   type UpdateIpWhitelistResponse,
   UpdateKeyRequest,
@@ -141,6 +143,17 @@ export class KeywardClient {
   /** Revokes a key for good. Never retried (though revoking twice is harmless, the caller decides). */
   revokeKey(request: Partial<RevokeKeyRequest>, options?: KeywardCallOptions): Promise<RevokeKeyResponse> {
     return this.call(this.admin, 'revokeKey', RevokeKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
+  }
+
+  /**
+   * Replaces a key by a new one with the same name, environment, scopes,
+   * whitelist and metadata; the response holds the new secret, the only time
+   * it is sent. The old key keeps working for `gracePeriod` (unset or 0:
+   * revoked at once). Never retried: a retry of a rotation that committed
+   * would fail (already replaced) and the first secret would be lost.
+   */
+  rotateKey(request: Partial<RotateKeyRequest>, options?: KeywardCallOptions): Promise<RotateKeyResponse> {
+    return this.call(this.admin, 'rotateKey', RotateKeyRequest.fromPartial(request), this.adminToken, this.deadline(options));
   }
 
   /** Disables a key until enableKey (Verify answers VERIFY_CODE_DISABLED). Never retried. */

@@ -31,6 +31,8 @@ export {
   ListKeysResponse,
   RevokeKeyRequest,
   RevokeKeyResponse,
+  RotateKeyRequest,
+  RotateKeyResponse,
   UpdateIpWhitelistRequest,
   UpdateIpWhitelistResponse,
   UpdateKeyRequest,

@@ -88,6 +88,10 @@ export function createAdminService(
     updateKey: handle('UpdateKey', async (request, context) => ({ key: toApiKey(await admin.update(context, request)) })),
     revokeKey: handle('RevokeKey', async (request, context) => ({ key: toApiKey(await admin.revoke(context, request.accountId, request.keyId)) })),
     disableKey: handle('DisableKey', async (request, context) => ({ key: toApiKey(await admin.disable(context, request.accountId, request.keyId)) })),
+    rotateKey: handle('RotateKey', async (request, context) => {
+      const { record, secret } = await admin.rotate(context, request.accountId, request.keyId, request.gracePeriod);
+      return { key: toApiKey(record), secret };
+    }),
     enableKey: handle('EnableKey', async (request, context) => ({ key: toApiKey(await admin.enable(context, request.accountId, request.keyId)) })),
   };
 }

@@ -31,5 +31,7 @@ export function toApiKey(record: KeyRecord): ApiKey {
     lastUsedIp: record.usage.lastUsedIp ?? '',
     refusedCount: record.usage.refusedCount,
     metadata: { ...record.metadata },
+    rotatedFromKeyId: record.rotatedFromKeyId ?? '',
+    replacedByKeyId: record.replacedByKeyId ?? '',
   };
 }

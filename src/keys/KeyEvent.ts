@@ -12,7 +12,7 @@ export interface AdminContext {
 }
 
 /** The fields an event may record, in the order events list them. Never the secret, its hash or the display form. */
-export const EVENT_FIELDS = ['name', 'environment', 'scopes', 'ip_whitelist', 'expires_at', 'metadata', 'revoked_at', 'disabled_at'] as const;
+export const EVENT_FIELDS = ['name', 'environment', 'scopes', 'ip_whitelist', 'expires_at', 'metadata', 'revoked_at', 'disabled_at', 'rotated_from_key_id', 'replaced_by_key_id'] as const;
 
 /** One field's values before and after a change, as JSON values (`undefined` before: the field had none, at creation). */
 export interface FieldChange {

@@ -29,5 +29,9 @@ export interface KeyRecord {
   readonly metadata: KeyMetadata;
   /** Incremented by every change; caches refuse anything older than what they have seen. */
   readonly version: number;
+  /** The key this one replaced (RotateKey); null when it was made by CreateKey. */
+  readonly rotatedFromKeyId: string | null;
+  /** The key that replaced this one (RotateKey); null until rotated. */
+  readonly replacedByKeyId: string | null;
   readonly usage: KeyUsage;
 }

@@ -31,6 +31,8 @@ export const LIMITS = {
   metadataBytes: 2_048,
   /** expires_at must be before this (10000-01-01T00:00:00Z): four-digit years only. */
   expiresAtBeforeMs: Date.UTC(10_000, 0, 1),
+  /** RotateKey's grace_period: at most 30 days, in microseconds. */
+  gracePeriodMaxMicros: 30n * 24n * 3600n * 1_000_000n,
 } as const;
 
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
@@ -73,4 +75,21 @@ export function checkPageSize(value: number): number {
   if (value < 0) throw invalidArgument('page_size', value, 'must not be negative (0 means the default, 50)');
   if (value === 0) return LIMITS.defaultPageSize;
   return Math.min(value, LIMITS.maxPageSize);
+}
+
+/**
+ * RotateKey's grace_period as whole microseconds (nanos truncated): unset is
+ * 0 (AIP: an unset Duration is zero), which revokes the old key at once.
+ * Negative, mixed signs or over 30 days is refused.
+ */
+export function checkGracePeriod(value: { readonly seconds: bigint; readonly nanos: number } | undefined): bigint {
+  if (value === undefined) return 0n;
+  const shown = `${value.seconds}s ${value.nanos}ns`;
+  if (value.nanos <= -1_000_000_000 || value.nanos >= 1_000_000_000 || (value.seconds > 0n && value.nanos < 0) || (value.seconds < 0n && value.nanos > 0)) {
+    throw invalidArgument('grace_period', shown, 'is not a valid google.protobuf.Duration (nanos within ±999999999, of the sign of seconds)');
+  }
+  const micros = value.seconds * 1_000_000n + BigInt(Math.trunc(value.nanos / 1_000));
+  if (value.seconds < 0n || value.nanos < 0) throw invalidArgument('grace_period', shown, 'must not be negative (0 revokes the old key at once)');
+  if (micros > LIMITS.gracePeriodMaxMicros) throw invalidArgument('grace_period', shown, 'must be at most 30 days (2592000s)');
+  return micros;
 }

@@ -40,6 +40,15 @@ export interface KeyChange {
 
 export type ChangeOutcome = KeyChange | 'not_found' | 'revoked';
 
+/** RotateKey's outcome: the old key's change (told to the caches) and the new key, or why nothing was done. */
+export type RotateOutcome = { readonly old: KeyChange; readonly created: KeyRecord } | 'not_found' | 'revoked' | { readonly replacedBy: string };
+
+/** What RotateKey stores for the new key: the rest is copied from the old one. */
+export interface RotatedSecret {
+  readonly secretHash: string;
+  readonly display: string;
+}
+
 export interface KeyPage {
   readonly records: KeyRecord[];
   /** The position of each record, for a page token. */
@@ -63,6 +72,8 @@ interface KeyRow {
   disabled_at: Date | null;
   metadata: KeyMetadata;
   version: string;
+  rotated_from_key_id: string | null;
+  replaced_by_key_id: string | null;
   secret_hash: Buffer;
   request_count: string | null;
   refused_count: string | null;
@@ -71,7 +82,7 @@ interface KeyRow {
 }
 
 const KEY_COLUMNS = `k.id, k.seq, k.account_id, k.name, k.environment, k.display, k.scopes, k.ip_whitelist,
-  k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.metadata, k.version, k.secret_hash`;
+  k.created_at, k.expires_at, k.revoked_at, k.disabled_at, k.metadata, k.version, k.rotated_from_key_id, k.replaced_by_key_id, k.secret_hash`;
 export interface KeyEventPage {
   readonly events: KeyEventRecord[];
   /** Whether more events follow the page. */
@@ -86,6 +97,16 @@ const CREATE_CHANGES = changesJson([
   ['ip_whitelist', undefined, 'to_jsonb(k.ip_whitelist)'],
   ['expires_at', undefined, jsonTime('k.expires_at')],
   ['metadata', undefined, 'k.metadata'],
+]);
+
+/** What RotateKey records on the new key: what CREATE_CHANGES does, and the key it replaces. */
+const ROTATED_CREATE_CHANGES = `${CREATE_CHANGES} || ${changesJson([['rotated_from_key_id', undefined, 'to_jsonb(k.rotated_from_key_id::text)']])}`;
+
+/** What RotateKey records on the old key: its expiry or revocation, and the key replacing it. */
+const ROTATE_CHANGES = changesJson([
+  ['expires_at', jsonTime('old.expires_at'), jsonTime('k.expires_at')],
+  ['revoked_at', jsonTime('old.revoked_at'), jsonTime('k.revoked_at')],
+  ['replaced_by_key_id', 'to_jsonb(old.replaced_by_key_id::text)', 'to_jsonb(k.replaced_by_key_id::text)'],
 ]);
 
 /** What UpdateKey records for each field it may change (only those in the mask). */
@@ -157,6 +178,73 @@ export class KeyStore {
       ],
     );
     return toRecord(rows[0] as KeyRow);
+  }
+
+  /**
+   * Rotates a key in one statement: locks the old row (active and not yet
+   * replaced), inserts the new key with the old one's name, environment,
+   * scopes, whitelist and metadata (no expiry, enabled) and `rotated_from_key_id`,
+   * and changes the old key: `replaced_by_key_id`, and with a grace period of
+   * 0 `revoked_at` = now, otherwise `expires_at` = now + grace, never later
+   * than the expiry it had; version + 1 and an outbox row, as every change.
+   * Audit: `rotate` on the old key (before/after), `create` on the new one
+   * naming `rotated_from_key_id`. Of two concurrent rotations, the second
+   * waits on the lock, then finds the key replaced.
+   */
+  async rotate(accountId: string, keyId: string, fresh: RotatedSecret, graceMicros: bigint, context: AdminContext): Promise<RotateOutcome> {
+    const rows = await this.run<KeyRow & { outbox_seq: string; fresh_id: string; which: 'old' | 'new' }>(
+      `with old as (
+         select k.* from keyward.api_keys k
+          where k.account_id = $1::text and k.id = $2::uuid and k.revoked_at is null and k.replaced_by_key_id is null
+            for update
+       ), fresh as (
+         insert into keyward.api_keys (account_id, name, environment, secret_hash, display, scopes, ip_whitelist, expires_at, metadata, rotated_from_key_id)
+         select old.account_id, old.name, old.environment, $3::bytea, $4::text, old.scopes, old.ip_whitelist, null, old.metadata, old.id
+           from old
+         returning *
+       ), changed as (
+         update keyward.api_keys k
+            set revoked_at = case when $5::bigint = 0 then clock_timestamp() end,
+                expires_at = case when $5::bigint = 0 then k.expires_at
+                                  else least(k.expires_at, clock_timestamp() + $5::bigint * interval '1 microsecond') end,
+                replaced_by_key_id = fresh.id, version = k.version + 1, updated_at = clock_timestamp()
+           from old, fresh
+          where k.id = old.id
+         returning k.*
+       ), outbox as (
+         insert into keyward.key_invalidations (secret_hash, version)
+         select secret_hash, version from changed
+         returning seq
+       ), event as (
+         insert into keyward.key_events (account_id, key_id, action, actor, client_address, changes)
+         select k.account_id, k.id, 'rotate', $6::text, $7::text, ${ROTATE_CHANGES}
+           from changed k join old on old.id = k.id
+         union all
+         select k.account_id, k.id, 'create', $6::text, $7::text, ${ROTATED_CREATE_CHANGES}
+           from fresh k
+         returning id
+       ), done as (select count(*) as events from event)
+       ${selectKeys('changed k cross join outbox cross join done', "outbox.seq as outbox_seq, 'old' as which")}
+       union all
+       select ${KEY_COLUMNS}, null, null, null, null, null, 'new' from fresh k cross join done`,
+      [accountId, keyId, Buffer.from(fresh.secretHash, 'hex'), fresh.display, graceMicros.toString(), context.actor, context.clientAddress],
+    );
+    const oldRow = rows.find((row) => row.which === 'old');
+    const newRow = rows.find((row) => row.which === 'new');
+    if (oldRow !== undefined && newRow !== undefined) {
+      return {
+        old: { record: toRecord(oldRow), secretHash: oldRow.secret_hash.toString('hex'), changed: true, outboxSeq: oldRow.outbox_seq },
+        created: toRecord(newRow),
+      };
+    }
+    const existing = await this.run<{ revoked: boolean; replaced_by: string | null }>(
+      'select revoked_at is not null as revoked, replaced_by_key_id as replaced_by from keyward.api_keys where account_id = $1::text and id = $2::uuid',
+      [accountId, keyId],
+    );
+    const found = existing[0];
+    if (found === undefined) return 'not_found';
+    if (found.replaced_by !== null) return { replacedBy: found.replaced_by };
+    return 'revoked';
   }
 
   /**
@@ -373,6 +461,8 @@ function toRecord(row: KeyRow): KeyRecord {
     disabledAt: row.disabled_at,
     metadata: row.metadata,
     version: Number(row.version),
+    rotatedFromKeyId: row.rotated_from_key_id,
+    replacedByKeyId: row.replaced_by_key_id,
     usage: {
       requestCount: BigInt(row.request_count ?? 0),
       refusedCount: BigInt(row.refused_count ?? 0),

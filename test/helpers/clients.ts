@@ -18,6 +18,8 @@ import {
   type ListKeysResponse,
   RevokeKeyRequest,
   type RevokeKeyResponse,
+  RotateKeyRequest,
+  type RotateKeyResponse,
   UpdateIpWhitelistRequest,
   type UpdateIpWhitelistResponse,
   UpdateKeyRequest,
@@ -103,6 +105,12 @@ export class AdminClient {
 
   revokeKey(request: Partial<RevokeKeyRequest>): Promise<RevokeKeyResponse> {
     return unary(this.raw, 'revokeKey', RevokeKeyRequest.fromPartial(request), bearer(this.token));
+  }
+
+  async rotateKey(request: Partial<RotateKeyRequest>): Promise<RotateKeyResponse> {
+    const response = await unary<RotateKeyResponse>(this.raw, 'rotateKey', RotateKeyRequest.fromPartial(request), bearer(this.token));
+    secretsSeen.add(response.secret);
+    return response;
   }
 
   disableKey(request: Partial<DisableKeyRequest>): Promise<DisableKeyResponse> {

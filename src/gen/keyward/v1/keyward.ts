@@ -17,6 +17,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { FieldMask } from "../../google/protobuf/field_mask";
 import { Timestamp } from "../../google/protobuf/timestamp";
 
@@ -81,7 +82,10 @@ export enum KeyAction {
   KEY_ACTION_SCOPES = 5,
   /** KEY_ACTION_WHITELIST - UpdateIpWhitelist. */
   KEY_ACTION_WHITELIST = 6,
-  /** KEY_ACTION_ROTATE - Reserved for a rotation RPC to come; not written yet. */
+  /**
+   * KEY_ACTION_ROTATE - RotateKey: on the old key (expires_at or revoked_at, replaced_by_key_id)
+   * and on the new one (its fields, rotated_from_key_id).
+   */
   KEY_ACTION_ROTATE = 7,
   /** KEY_ACTION_UPDATE - Reserved for an update RPC (name, expiry) to come; not written yet. */
   KEY_ACTION_UPDATE = 8,
@@ -286,6 +290,10 @@ export interface ApiKey {
     | undefined;
   /** Free-form labels set by CreateKey or UpdateKey (see README, "Limits"). */
   metadata: { [key: string]: string };
+  /** Set on a key made by RotateKey: the key it replaces. */
+  rotatedFromKeyId: string;
+  /** Set once RotateKey replaced this key: the key that replaces it. */
+  replacedByKeyId: string;
 }
 
 export interface ApiKey_MetadataEntry {
@@ -538,6 +546,26 @@ export interface VerifyStreamError {
   message: string;
 }
 
+export interface RotateKeyRequest {
+  accountId: string;
+  keyId: string;
+  /**
+   * How long the old key keeps working: its expires_at becomes now + grace
+   * period, never later than an expiry it already had. Unset or 0 revokes it
+   * at once; negative or over 30 days is INVALID_ARGUMENT.
+   */
+  gracePeriod?: Duration | undefined;
+}
+
+export interface RotateKeyResponse {
+  /** The new key. */
+  key?:
+    | ApiKey
+    | undefined;
+  /** The new key's full secret. Sent this once; keyward keeps only its SHA-256. */
+  secret: string;
+}
+
 function createBaseApiKey(): ApiKey {
   return {
     id: "",
@@ -556,6 +584,8 @@ function createBaseApiKey(): ApiKey {
     refusedCount: 0n,
     disabledAt: undefined,
     metadata: {},
+    rotatedFromKeyId: "",
+    replacedByKeyId: "",
   };
 }
 
@@ -615,6 +645,12 @@ export const ApiKey: MessageFns<ApiKey> = {
     globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
       ApiKey_MetadataEntry.encode({ key: key as any, value }, writer.uint32(130).fork()).join();
     });
+    if (message.rotatedFromKeyId !== "") {
+      writer.uint32(138).string(message.rotatedFromKeyId);
+    }
+    if (message.replacedByKeyId !== "") {
+      writer.uint32(146).string(message.replacedByKeyId);
+    }
     return writer;
   },
 
@@ -762,6 +798,22 @@ export const ApiKey: MessageFns<ApiKey> = {
             }
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.rotatedFromKeyId = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.replacedByKeyId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -845,6 +897,16 @@ export const ApiKey: MessageFns<ApiKey> = {
           {},
         )
         : {},
+      rotatedFromKeyId: isSet(object.rotatedFromKeyId)
+        ? globalThis.String(object.rotatedFromKeyId)
+        : isSet(object.rotated_from_key_id)
+        ? globalThis.String(object.rotated_from_key_id)
+        : "",
+      replacedByKeyId: isSet(object.replacedByKeyId)
+        ? globalThis.String(object.replacedByKeyId)
+        : isSet(object.replaced_by_key_id)
+        ? globalThis.String(object.replaced_by_key_id)
+        : "",
     };
   },
 
@@ -904,6 +966,12 @@ export const ApiKey: MessageFns<ApiKey> = {
         });
       }
     }
+    if (message.rotatedFromKeyId !== "") {
+      obj.rotatedFromKeyId = message.rotatedFromKeyId;
+    }
+    if (message.replacedByKeyId !== "") {
+      obj.replacedByKeyId = message.replacedByKeyId;
+    }
     return obj;
   },
 
@@ -940,6 +1008,8 @@ export const ApiKey: MessageFns<ApiKey> = {
       },
       {},
     );
+    message.rotatedFromKeyId = object.rotatedFromKeyId ?? "";
+    message.replacedByKeyId = object.replacedByKeyId ?? "";
     return message;
   },
 };
@@ -4282,6 +4352,206 @@ export const VerifyStreamError: MessageFns<VerifyStreamError> = {
   },
 };
 
+function createBaseRotateKeyRequest(): RotateKeyRequest {
+  return { accountId: "", keyId: "", gracePeriod: undefined };
+}
+
+export const RotateKeyRequest: MessageFns<RotateKeyRequest> = {
+  encode(message: RotateKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.keyId !== "") {
+      writer.uint32(18).string(message.keyId);
+    }
+    if (message.gracePeriod !== undefined) {
+      Duration.encode(message.gracePeriod, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.gracePeriod = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateKeyRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      gracePeriod: isSet(object.gracePeriod)
+        ? Duration.fromJSON(object.gracePeriod)
+        : isSet(object.grace_period)
+        ? Duration.fromJSON(object.grace_period)
+        : undefined,
+    };
+  },
+
+  toJSON(message: RotateKeyRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.gracePeriod !== undefined) {
+      obj.gracePeriod = Duration.toJSON(message.gracePeriod);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateKeyRequest>): RotateKeyRequest {
+    return RotateKeyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateKeyRequest>): RotateKeyRequest {
+    const message = createBaseRotateKeyRequest();
+    message.accountId = object.accountId ?? "";
+    message.keyId = object.keyId ?? "";
+    message.gracePeriod = (object.gracePeriod !== undefined && object.gracePeriod !== null)
+      ? Duration.fromPartial(object.gracePeriod)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRotateKeyResponse(): RotateKeyResponse {
+  return { key: undefined, secret: "" };
+}
+
+export const RotateKeyResponse: MessageFns<RotateKeyResponse> = {
+  encode(message: RotateKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== undefined) {
+      ApiKey.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    if (message.secret !== "") {
+      writer.uint32(18).string(message.secret);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = ApiKey.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateKeyResponse {
+    return {
+      key: isSet(object.key) ? ApiKey.fromJSON(object.key) : undefined,
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+    };
+  },
+
+  toJSON(message: RotateKeyResponse): unknown {
+    const obj: any = {};
+    if (message.key !== undefined) {
+      obj.key = ApiKey.toJSON(message.key);
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateKeyResponse>): RotateKeyResponse {
+    return RotateKeyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateKeyResponse>): RotateKeyResponse {
+    const message = createBaseRotateKeyResponse();
+    message.key = (object.key !== undefined && object.key !== null) ? ApiKey.fromPartial(object.key) : undefined;
+    message.secret = object.secret ?? "";
+    return message;
+  },
+};
+
 export type KeyAdminServiceService = typeof KeyAdminServiceService;
 export const KeyAdminServiceService = {
   /** Creates a key. The response is the only place the secret ever appears. */
@@ -4396,6 +4666,20 @@ export const KeyAdminServiceService = {
     responseSerialize: (value: UpdateKeyResponse): Buffer => Buffer.from(UpdateKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateKeyResponse => UpdateKeyResponse.decode(value),
   },
+  /**
+   * Replaces a key by a new one with the same name, environment, scopes,
+   * whitelist and metadata; the old key expires after grace_period (at once
+   * when 0). The response is the only place the new secret ever appears.
+   */
+  rotateKey: {
+    path: "/keyward.v1.KeyAdminService/RotateKey" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RotateKeyRequest): Buffer => Buffer.from(RotateKeyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RotateKeyRequest => RotateKeyRequest.decode(value),
+    responseSerialize: (value: RotateKeyResponse): Buffer => Buffer.from(RotateKeyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RotateKeyResponse => RotateKeyResponse.decode(value),
+  },
 } as const;
 
 export interface KeyAdminServiceServer extends UntypedServiceImplementation {
@@ -4427,6 +4711,12 @@ export interface KeyAdminServiceServer extends UntypedServiceImplementation {
   listKeyEvents: handleUnaryCall<ListKeyEventsRequest, ListKeyEventsResponse>;
   /** Changes the fields named by update_mask: name, expires_at, metadata (AIP-134). */
   updateKey: handleUnaryCall<UpdateKeyRequest, UpdateKeyResponse>;
+  /**
+   * Replaces a key by a new one with the same name, environment, scopes,
+   * whitelist and metadata; the old key expires after grace_period (at once
+   * when 0). The response is the only place the new secret ever appears.
+   */
+  rotateKey: handleUnaryCall<RotateKeyRequest, RotateKeyResponse>;
 }
 
 export interface KeyAdminServiceClient extends Client {
@@ -4597,6 +4887,26 @@ export interface KeyAdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Replaces a key by a new one with the same name, environment, scopes,
+   * whitelist and metadata; the old key expires after grace_period (at once
+   * when 0). The response is the only place the new secret ever appears.
+   */
+  rotateKey(
+    request: RotateKeyRequest,
+    callback: (error: ServiceError | null, response: RotateKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateKey(
+    request: RotateKeyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RotateKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateKey(
+    request: RotateKeyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RotateKeyResponse) => void,
   ): ClientUnaryCall;
 }
 
