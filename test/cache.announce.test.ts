@@ -8,28 +8,12 @@ import { newAccountId } from './helpers/env';
 import { FaultProxy } from './helpers/FaultProxy';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
-import { scrapeMetrics, waitForMetric } from './helpers/metrics';
+import { metricOf, scrapeMetrics, waitForMetric } from './helpers/metrics';
 import { PrivateRedis } from './helpers/PrivateRedis';
 import { waitUntil } from './helpers/waitUntil';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
-
-const port = (instance: Instance): number => instance.server.metricsPort as number;
-
-async function metric(instance: Instance, name: string): Promise<number> {
-  return (await scrapeMetrics(port(instance))).get(name) ?? 0;
-}
-
-/** Creates a key on the first instance and verifies it twice on every instance, so that every cache holds it. */
-async function warmKey(fleet: Fleet, accountId: string): Promise<{ keyId: string; secret: string }> {
-  const { key, secret } = await fleet.at(0).admin.newKey(accountId);
-  for (const instance of fleet.instances) {
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-  }
-  return { keyId: key?.id as string, secret };
-}
 
 /** The instance's id in Redis, from its latest `subscribed` log line. */
 function instanceIdOf(instance: Instance): string {
@@ -105,10 +89,10 @@ describe('an admin change holds on every instance that may trust its caches', ()
       proxy.delayResponses(80);
       await proxy.waitDelayed(3);
       const accountId = newAccountId();
-      const missingBefore = await metric(a, 'keyward_invalidation_acks_missing_total');
+      const missingBefore = await metricOf(a.server, 'keyward_invalidation_acks_missing_total');
       for (let round = 0; round < ROUNDS; round++) {
-        const { keyId, secret } = await warmKey(fleet, accountId);
-        await waitForMetric(port(late), (m) => m.get('keyward_cache_trusted') === 1);
+        const { keyId, secret } = await fleet.warmKey(accountId);
+        await waitForMetric((late.server.metricsPort as number), (m) => m.get('keyward_cache_trusted') === 1);
         // Still subscribed and trusting, but unlisted: its entry removed (even rounds) or the whole set wiped (odd).
         if (round % 2 === 0) assert.equal(await control.zrem(`${fleet.redisPrefix}members`, member), 1, `round ${round}: the late instance was listed`);
         else assert.equal(await control.del(`${fleet.redisPrefix}members`), 1);
@@ -118,7 +102,7 @@ describe('an admin change holds on every instance that may trust its caches', ()
         for (const instance of fleet.instances) assert.equal((await instance.verifier.verify({ key: secret })).code, REVOKED);
       }
       // The late instance renews every quarter lease and may be listed again by the revoke: most rounds took the doubt path.
-      const waited = (await metric(a, 'keyward_invalidation_acks_missing_total')) - missingBefore;
+      const waited = (await metricOf(a.server, 'keyward_invalidation_acks_missing_total')) - missingBefore;
       assert.ok(waited >= ROUNDS / 2, `only ${waited} of ${ROUNDS} revokes waited out the lease`);
       const doubts = a.server.logLines().filter((line) => line.event === 'ack-missing').map((line) => JSON.stringify(line.doubts));
       assert.ok(
@@ -154,7 +138,7 @@ describe('an admin change holds on every instance that may trust its caches', ()
     try {
       const accountId = newAccountId();
       const keys = [];
-      for (let round = 0; round < ROUNDS; round++) keys.push(await warmKey(fleet, accountId));
+      for (let round = 0; round < ROUNDS; round++) keys.push(await fleet.warmKey(accountId));
       // Its invalidations (and so its acks) arrive 3 s late, far beyond the ack timeout, and its
       // outbox reads 2 s late: it cannot learn of a change before the announcer's own lease runs out.
       // Its heartbeats still come back within its 10 s lease, so it keeps trusting its caches.
@@ -162,7 +146,7 @@ describe('an admin change holds on every instance that may trust its caches', ()
       pgProxy.delayResponses(2_000);
       await redisProxy.waitDelayed(2);
       for (const [round, { keyId, secret }] of keys.entries()) {
-        await waitForMetric(port(long), (m) => m.get('keyward_cache_trusted') === 1);
+        await waitForMetric((long.server.metricsPort as number), (m) => m.get('keyward_cache_trusted') === 1);
         const started = performance.now();
         await a.admin.revokeKey({ accountId, keyId });
         const took = performance.now() - started;
@@ -197,13 +181,13 @@ describe('an admin change holds on every instance that may trust its caches', ()
       proxy.refuse();
       await control.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
       await b.server.waitFor((line) => line.event === 'unsubscribed');
-      await waitForMetric(port(b), (m) => m.get('keyward_cache_trusted') === 0);
-      await waitForMetric(port(a), (m) => m.get('keyward_cache_trusted') === 1);
+      await waitForMetric((b.server.metricsPort as number), (m) => m.get('keyward_cache_trusted') === 0);
+      await waitForMetric((a.server.metricsPort as number), (m) => m.get('keyward_cache_trusted') === 1);
       await waitUntil('B left the member list', async () => (await control.zscore(members, member)) === null, { timeoutMs: 5_000 });
       const accountId = newAccountId();
       const { key, secret } = await a.admin.newKey(accountId);
-      const missingBefore = await metric(a, 'keyward_invalidation_acks_missing_total');
-      const confirmedBefore = await metric(a, 'keyward_invalidations_confirmed_total');
+      const missingBefore = await metricOf(a.server, 'keyward_invalidation_acks_missing_total');
+      const confirmedBefore = await metricOf(a.server, 'keyward_invalidations_confirmed_total');
       const aMember = `${instanceIdOf(a)} lease=1000`;
       for (let round = 0; round < 5; round++) {
         await a.admin.updateScopes({ accountId, keyId: key?.id, scopes: [round % 2 === 0 ? 'jobs:read' : 'jobs:write'] });
@@ -218,10 +202,10 @@ describe('an admin change holds on every instance that may trust its caches', ()
         }, { timeoutMs: 5_000, intervalMs: 10 });
         assert.equal(await control.zscore(members, member), null, `round ${round}: B renewed its membership while unsubscribed`);
       }
-      assert.equal((await metric(a, 'keyward_invalidations_confirmed_total')) - confirmedBefore, 5);
-      assert.equal((await metric(a, 'keyward_invalidation_acks_missing_total')) - missingBefore, 0);
+      assert.equal((await metricOf(a.server, 'keyward_invalidations_confirmed_total')) - confirmedBefore, 5);
+      assert.equal((await metricOf(a.server, 'keyward_invalidation_acks_missing_total')) - missingBefore, 0);
       proxy.pass();
-      await waitForMetric(port(b), (m) => m.get('keyward_cache_trusted') === 1, 20_000);
+      await waitForMetric((b.server.metricsPort as number), (m) => m.get('keyward_cache_trusted') === 1, 20_000);
       assert.notEqual(await control.zscore(members, member), null, 'B listed again once subscribed');
       await a.admin.revokeKey({ accountId, keyId: key?.id });
       assert.equal((await b.verifier.verify({ key: secret })).code, REVOKED);
@@ -241,11 +225,11 @@ describe('an admin change holds on every instance that may trust its caches', ()
     const fleet = await Fleet.start(3, { KEYWARD_INVALIDATION_ACK_TIMEOUT_MS: '2000' });
     try {
       const accountId = newAccountId();
-      const sum = async (name: string) => (await Promise.all(fleet.instances.map((i) => metric(i, name)))).reduce((x, y) => x + y, 0);
+      const sum = async (name: string) => (await Promise.all(fleet.instances.map((i) => metricOf(i.server, name)))).reduce((x, y) => x + y, 0);
       const confirmedBefore = await sum('keyward_invalidations_confirmed_total');
       const missingBefore = await sum('keyward_invalidation_acks_missing_total');
       for (let round = 0; round < ROUNDS; round++) {
-        const { keyId, secret } = await warmKey(fleet, accountId);
+        const { keyId, secret } = await fleet.warmKey(accountId);
         const started = performance.now();
         await fleet.at(round % 3).admin.revokeKey({ accountId, keyId });
         const took = performance.now() - started;

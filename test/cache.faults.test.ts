@@ -16,16 +16,6 @@ import { waitUntil } from './helpers/waitUntil';
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
 
-/** Creates a key on `origin` and verifies it twice on every instance, so that every cache holds it. */
-async function warmKey(fleet: Fleet, accountId: string): Promise<{ keyId: string; secret: string }> {
-  const { key, secret } = await fleet.at(0).admin.newKey(accountId);
-  for (const instance of fleet.instances) {
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-  }
-  return { keyId: key?.id as string, secret };
-}
-
 async function assertEverywhere(instances: readonly Instance[], secret: string, code: VerifyCode, what: string): Promise<void> {
   for (const [i, instance] of instances.entries()) {
     const answer = await instance.verifier.verify({ key: secret });
@@ -118,7 +108,7 @@ describe('cache coherence under faults', () => {
       const lostBefore = await metricOfEach(fleet.instances, 'keyward_cache_trust_lost_total');
       // Fleet.start waited until every instance trusts its caches; each cycle ends the same way.
       for (let cycle = 0; cycle < cycles; cycle++) {
-        const { keyId, secret } = await warmKey(fleet, accountId);
+        const { keyId, secret } = await fleet.warmKey(accountId);
         const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
         await control.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
         await fleet.at(cycle % 3).admin.revokeKey({ accountId, keyId });
@@ -143,8 +133,8 @@ describe('cache coherence under faults', () => {
     const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
     try {
       const accountId = newAccountId();
-      const { keyId, secret } = await warmKey(fleet, accountId);
-      const other = await warmKey(fleet, accountId);
+      const { keyId, secret } = await fleet.warmKey(accountId);
+      const other = await fleet.warmKey(accountId);
       const recoveredBefore = await metricOfEach(fleet.instances, 'keyward_cache_recoveries_total');
       redis.freeze();
       const started = Date.now();
@@ -176,8 +166,8 @@ describe('cache coherence under faults', () => {
     const fleet = await Fleet.start(3, { REDIS_URL: redis.url });
     try {
       const accountId = newAccountId();
-      const active = await warmKey(fleet, accountId);
-      const revoked = await warmKey(fleet, accountId);
+      const active = await fleet.warmKey(accountId);
+      const revoked = await fleet.warmKey(accountId);
       await fleet.at(0).admin.revokeKey({ accountId, keyId: revoked.keyId });
       let running = true;
       let calls = 0;
@@ -254,8 +244,8 @@ describe('cache coherence under faults', () => {
     });
     try {
       const accountId = newAccountId();
-      const { secret } = await warmKey(fleet, accountId);
-      const revoked = await warmKey(fleet, accountId);
+      const { secret } = await fleet.warmKey(accountId);
+      const revoked = await fleet.warmKey(accountId);
       await fleet.at(0).admin.revokeKey({ accountId, keyId: revoked.keyId });
       await assertEverywhere(fleet.instances, revoked.secret, REVOKED, 'before the outage');
       proxy.refuse();
@@ -310,7 +300,7 @@ describe('cache coherence under faults', () => {
     let late: Fleet | undefined;
     try {
       const accountId = newAccountId();
-      const { keyId, secret } = await warmKey(fleet, accountId);
+      const { keyId, secret } = await fleet.warmKey(accountId);
       await control.save();
       await fleet.at(0).admin.revokeKey({ accountId, keyId });
       await assertEverywhere(fleet.instances, secret, REVOKED, 'after the revoke');
@@ -374,7 +364,7 @@ describe('cache coherence under faults', () => {
     ]);
     try {
       const accountId = newAccountId();
-      const { keyId, secret } = await warmKey(fleet, accountId);
+      const { keyId, secret } = await fleet.warmKey(accountId);
       redisProxy.refuse();
       redisProxy.cut();
       const delayed = pgProxy.waitDelayed();

@@ -6,7 +6,7 @@ import { hashSecret } from '../src/keys/KeyFormat';
 import { newAccountId } from './helpers/env';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
-import { scrapeMetrics } from './helpers/metrics';
+import { metricOf, scrapeMetrics } from './helpers/metrics';
 import { PrivateRedis } from './helpers/PrivateRedis';
 import { entryPayload } from './helpers/redisEntries';
 import { waitUntil } from './helpers/waitUntil';
@@ -22,20 +22,6 @@ const VERIFY_TIMEOUT_MS = 2_000;
  * (KEYWARD_INVALIDATION_ACK_TIMEOUT_MS, 250), a lease (1000) and a second; plus a second of margin.
  */
 const FLOOR_MS = 2 * (VERIFY_TIMEOUT_MS + 100) + 250 + 1_000 + 1_000 + 1_000;
-
-async function metric(instance: Instance, name: string): Promise<number> {
-  return (await scrapeMetrics(instance.server.metricsPort as number)).get(name) ?? 0;
-}
-
-/** Creates a key on the first instance and verifies it twice on every instance, so that every cache holds it. */
-async function warmKey(fleet: Fleet, accountId: string): Promise<{ keyId: string; secret: string }> {
-  const { key, secret } = await fleet.at(0).admin.newKey(accountId);
-  for (const instance of fleet.instances) {
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-    assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-  }
-  return { keyId: key?.id as string, secret };
-}
 
 /** The instances' write witnesses in Redis: key → counter. */
 async function witnesses(control: Redis, prefix: string): Promise<Map<string, number>> {
@@ -74,7 +60,7 @@ describe('Redis losing writes over live connections', () => {
     const control = redis.client();
     try {
       const accountId = newAccountId();
-      const { keyId, secret } = await warmKey(fleet, accountId);
+      const { keyId, secret } = await fleet.warmKey(accountId);
       const entry = `${fleet.redisPrefix}key:${hashSecret(secret)}`;
       const saved = await snapshot(control, fleet.redisPrefix);
       const before = await witnesses(control, fleet.redisPrefix);
@@ -88,7 +74,7 @@ describe('Redis losing writes over live connections', () => {
       // Every instance has written its witness since the snapshot (every quarter lease): the restore loses some of its writes.
       const now = await witnesses(control, fleet.redisPrefix);
       assert.ok([...before].every(([key, value]) => (now.get(key) ?? 0) > value), 'every witness raised since the snapshot');
-      for (const instance of fleet.instances) assert.equal(await metric(instance, LOSS), 0, 'no loss detected before the restore');
+      for (const instance of fleet.instances) assert.equal(await metricOf(instance.server, LOSS), 0, 'no loss detected before the restore');
 
       const restored = await restore(control, saved, entry);
       assert.equal((JSON.parse(entryPayload(restored as string)) as { revokedAt: unknown }).revokedAt, null, 'the restored Redis holds the key active');
@@ -103,7 +89,7 @@ describe('Redis losing writes over live connections', () => {
       );
       const tookMs = Date.now() - restoredAt;
       for (const [i, instance] of fleet.instances.entries()) {
-        await waitUntil(`instance ${i} counts the loss`, async () => (await metric(instance, LOSS)) >= 1);
+        await waitUntil(`instance ${i} counts the loss`, async () => (await metricOf(instance.server, LOSS)) >= 1);
         const logged = instance.server.logLines().find((line) => line.event === 'redis-lost-writes');
         assert.ok(logged !== undefined, `instance ${i} logged redis-lost-writes`);
         assert.match(String(logged.reason), /the write witness went back from \d+ to \d+/, `instance ${i}`);
@@ -135,17 +121,17 @@ describe('Redis losing writes over live connections', () => {
     const fleet = await Fleet.startEach([{ REDIS_URL: redis.url }, { REDIS_URL: redis.url, KEYWARD_LOCAL_CACHE: 'false' }]);
     const control = redis.client();
     try {
-      const { secret } = await warmKey(fleet, newAccountId());
+      const { secret } = await fleet.warmKey(newAccountId());
       await waitUntil('both witnesses written', async () => (await witnesses(control, fleet.redisPrefix)).size === 2);
       await control.flushall();
       for (const [i, instance] of fleet.instances.entries()) {
-        await waitUntil(`instance ${i} counts the loss`, async () => (await metric(instance, LOSS)) === 1);
+        await waitUntil(`instance ${i} counts the loss`, async () => (await metricOf(instance.server, LOSS)) === 1);
         const logged = instance.server.logLines().find((line) => line.event === 'redis-lost-writes');
         assert.match(String(logged?.reason), /the write witness is gone/, `instance ${i}`);
       }
       await fleet.waitTrusted();
       for (const instance of fleet.instances) assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
-      for (const instance of fleet.instances) assert.equal(await metric(instance, LOSS), 1, 'counted once');
+      for (const instance of fleet.instances) assert.equal(await metricOf(instance.server, LOSS), 1, 'counted once');
     } finally {
       control.disconnect();
       assert.deepEqual(await fleet.stop(), [0, 0]);
@@ -159,7 +145,7 @@ describe('Redis losing writes over live connections', () => {
     // Started together: each instance has a witness of its own, nothing to agree on.
     const fleet = await Fleet.startEach([{ REDIS_URL: redis.url }, { REDIS_URL: redis.url, KEYWARD_LOCAL_CACHE: 'false' }]);
     try {
-      const { secret } = await warmKey(fleet, newAccountId());
+      const { secret } = await fleet.warmKey(newAccountId());
       const control = redis.client();
       await waitUntil('both witnesses written', async () => (await witnesses(control, fleet.redisPrefix)).size === 2);
       await control.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
@@ -181,8 +167,8 @@ describe('Redis losing writes over live connections', () => {
         probe.disconnect();
       }
       for (const [i, instance] of fleet.instances.entries()) {
-        assert.equal(await metric(instance, LOSS), 0, `instance ${i}`);
-        assert.ok((await metric(instance, 'keyward_cache_trust_lost_total')) >= 1, `instance ${i} lost trust through its subscription`);
+        assert.equal(await metricOf(instance.server, LOSS), 0, `instance ${i}`);
+        assert.ok((await metricOf(instance.server, 'keyward_cache_trust_lost_total')) >= 1, `instance ${i} lost trust through its subscription`);
         assert.equal((await instance.verifier.verify({ key: secret })).code, OK);
       }
     } finally {

@@ -1,7 +1,9 @@
+import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { VerifyCode } from '../../src/gen/keyward/v1/keyward';
 import { AdminClient, VerifierClient } from './clients';
 import { testRedisUrl } from './env';
-import { waitForMetric } from './metrics';
+import { scrapeMetrics, waitForMetric } from './metrics';
 import { ServerProcess } from './serverProcess';
 
 export interface Instance {
@@ -38,6 +40,16 @@ export class Fleet {
     );
     await fleet.waitTrusted();
     return fleet;
+  }
+
+  /** Creates a key on the first instance and verifies it twice on every instance, so that every cache holds it. */
+  async warmKey(accountId: string): Promise<{ keyId: string; secret: string }> {
+    const { key, secret } = await this.at(0).admin.newKey(accountId);
+    for (const instance of this.instances) {
+      assert.equal((await instance.verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+      assert.equal((await instance.verifier.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+    }
+    return { keyId: key?.id as string, secret };
   }
 
   at(i: number): Instance {

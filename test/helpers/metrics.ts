@@ -21,3 +21,8 @@ export async function waitForMetric(port: number, condition: (metrics: Map<strin
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** One metric of a server (0 when it has not been exported yet). */
+export async function metricOf(server: { readonly metricsPort?: number | undefined }, name: string): Promise<number> {
+  return (await scrapeMetrics(server.metricsPort as number)).get(name) ?? 0;
+}
