@@ -78,6 +78,9 @@ export function createApp(config: Config, logger: Logger): App {
 
   const start = async (): Promise<StartedApp> => {
     const startedAt = Date.now();
+    // Until the embedded PostgreSQL and Redis Cluster land (issue 11), say so rather than start half-configured.
+    if (config.databaseUrl === undefined) throw new Error('DATABASE_URL is required: the embedded PostgreSQL is not available yet');
+    if (config.redisClusterNodes !== undefined) throw new Error('REDIS_CLUSTER_NODES is not supported yet: use REDIS_URL');
     // Unusable certificate files fail the start before anything connects.
     if (config.tls !== undefined) tls = await startTls(config.tls, logger);
     pool = createPool(config, logger);

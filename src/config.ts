@@ -11,15 +11,24 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 
 /** Everything keyward reads from its environment, validated. */
 export interface Config {
-  readonly databaseUrl: string;
-  /** Unset: no Redis tier and no in-process cache (see README, "Caching"). */
+  /** Unset: the embedded PostgreSQL (PGlite) keeping its data in `dataDir`, one instance only (README, "Embedded mode"). */
+  readonly databaseUrl: string | undefined;
+  /** Where the embedded PostgreSQL keeps its data, its lock and the generated admin token; only used when `databaseUrl` is unset. */
+  readonly dataDir: string;
+  /** Unset (and no `redisClusterNodes`): no Redis tier (see README, "Caching"). */
   readonly redisUrl: string | undefined;
+  /** Seed nodes of a Redis Cluster, `host:port` each, instead of `redisUrl` (README, "Redis Cluster"). */
+  readonly redisClusterNodes: readonly string[] | undefined;
   readonly redisPrefix: string;
   /** gRPC listen address, host:port (port 0 picks a free one). */
   readonly addr: string;
   /** Prometheus listen address, host:port; unset disables the endpoint. */
   readonly metricsAddr: string | undefined;
-  /** Every accepted admin token, each with the name that becomes the actor of its calls; at least one. */
+  /**
+   * Every accepted admin token, each with the name that becomes the actor of
+   * its calls; at least one, except in embedded mode where none configured
+   * means keyward generates one in the data directory at start.
+   */
   readonly adminTokens: readonly AdminToken[];
   /** When set, Verify requires `authorization: Bearer <token>` too. */
   readonly verifierToken: string | undefined;
@@ -88,6 +97,7 @@ export interface TlsConfig {
 }
 
 export const DEFAULTS = {
+  dataDir: './.keyward',
   redisPrefix: 'keyward:',
   addr: '0.0.0.0:50051',
   livePrefix: 'fsm_live_',
@@ -111,7 +121,7 @@ export const DEFAULTS = {
   usage: { enabled: true, flushIntervalMs: 1_000, batchMaxKeys: 5_000, maxPendingKeys: 250_000 },
   db: { poolMax: 10, verifyTimeoutMs: 1_000, queryTimeoutMs: 5_000 },
   tls: { reloadMs: 60_000 },
-} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'metricsAddr' | 'adminTokens' | 'verifierToken' | 'tls'> & {
+} as const satisfies Omit<Config, 'databaseUrl' | 'redisUrl' | 'redisClusterNodes' | 'metricsAddr' | 'adminTokens' | 'verifierToken' | 'tls'> & {
   tls: Pick<TlsConfig, 'reloadMs'>;
 };
 
@@ -143,11 +153,6 @@ export function configureFromEnv(
   const read = (name: string): string | undefined => {
     const value = env[name];
     return value === undefined || value.trim() === '' ? undefined : value.trim();
-  };
-  const required = (name: string, hint: string): string => {
-    const value = read(name);
-    if (value === undefined) throw new ConfigError(`${name} is required: ${hint}`);
-    return value;
   };
   const int = (name: string, fallback: number, min: number, max: number): number => {
     const raw = read(name);
@@ -200,12 +205,15 @@ export function configureFromEnv(
     return raw;
   };
 
-  const databaseUrl = url(
-    'DATABASE_URL',
-    required('DATABASE_URL', 'the PostgreSQL connection string, e.g. postgres://user@host:5432/keyward'),
-    ['postgres:', 'postgresql:'],
-  ) as string;
-  const adminTokenEntries = parseAdminTokens(read, readTextFile);
+  const databaseUrl = url('DATABASE_URL', read('DATABASE_URL'), ['postgres:', 'postgresql:']);
+  const dataDir = read('KEYWARD_DATA_DIR');
+  if (databaseUrl !== undefined && dataDir !== undefined) {
+    throw new ConfigError(
+      `KEYWARD_DATA_DIR=${JSON.stringify(dataDir)} is only for the embedded PostgreSQL, used when DATABASE_URL is unset; with DATABASE_URL the data lives in that server: unset one of them`,
+    );
+  }
+  // Embedded mode generates a token when none is configured (README, "Embedded mode"); a real server never does.
+  const adminTokenEntries = parseAdminTokens(read, readTextFile, databaseUrl === undefined);
   const verifierToken = token('KEYWARD_VERIFIER_TOKEN', read('KEYWARD_VERIFIER_TOKEN'));
   const sameAsVerifier = adminTokenEntries.find((entry) => entry.token === verifierToken);
   if (sameAsVerifier !== undefined) {
@@ -243,9 +251,17 @@ export function configureFromEnv(
     ackTimeoutMs: int('KEYWARD_INVALIDATION_ACK_TIMEOUT_MS', DEFAULTS.cache.ackTimeoutMs, 1, 60_000),
   };
 
+  const redisUrl = url('REDIS_URL', read('REDIS_URL'), ['redis:', 'rediss:']);
+  const redisClusterNodes = parseClusterNodes(read('REDIS_CLUSTER_NODES'));
+  if (redisUrl !== undefined && redisClusterNodes !== undefined) {
+    throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are both set: use REDIS_URL for one Redis, REDIS_CLUSTER_NODES for a Redis Cluster, not both');
+  }
+
   const config: Config = {
     databaseUrl,
-    redisUrl: url('REDIS_URL', read('REDIS_URL'), ['redis:', 'rediss:']),
+    dataDir: dataDir ?? DEFAULTS.dataDir,
+    redisUrl,
+    redisClusterNodes,
     redisPrefix,
     addr: address('KEYWARD_ADDR', DEFAULTS.addr) as string,
     metricsAddr: address('KEYWARD_METRICS_ADDR', undefined),
@@ -294,7 +310,7 @@ interface AdminTokenEntry extends AdminToken {
  * when the name is unusable: a line without a colon may be a bare token),
  * never a token.
  */
-function parseAdminTokens(read: (name: string) => string | undefined, readTextFile: TextFileReader): AdminTokenEntry[] {
+function parseAdminTokens(read: (name: string) => string | undefined, readTextFile: TextFileReader, noneAllowed: boolean): AdminTokenEntry[] {
   const entries: AdminTokenEntry[] = [];
   const add = (position: string, name: string, value: string, origin: string): void => {
     if (!BEARER_TOKEN_PATTERN.test(value)) {
@@ -357,12 +373,30 @@ function parseAdminTokens(read: (name: string) => string | undefined, readTextFi
     if (entries.length === before) throw new ConfigError(`${variable} holds no name:token line`);
   }
 
-  if (entries.length === 0) {
+  if (entries.length === 0 && !noneAllowed) {
     throw new ConfigError(
-      'KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required: the bearer token (or name:token list) admin RPCs must present',
+      'KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required with DATABASE_URL: the bearer token (or name:token list) admin RPCs must present',
     );
   }
   return entries;
+}
+
+/**
+ * REDIS_CLUSTER_NODES: `host:port,host:port,…`, the seed nodes keyward asks
+ * for the cluster's layout (one is enough; more survive one being down).
+ * Hosts are names, IPv4 addresses or bracketed IPv6 addresses.
+ */
+function parseClusterNodes(raw: string | undefined): readonly string[] | undefined {
+  if (raw === undefined) return undefined;
+  const nodes = raw.split(',').map((node) => node.trim());
+  nodes.forEach((node, index) => {
+    const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$/.exec(node);
+    if (match === null || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+      throw new ConfigError(`REDIS_CLUSTER_NODES entry ${index + 1} ${JSON.stringify(node)} must be host:port (port 1 to 65535)`);
+    }
+  });
+  if (new Set(nodes).size !== nodes.length) throw new ConfigError(`REDIS_CLUSTER_NODES=${JSON.stringify(raw)} lists a node twice`);
+  return nodes;
 }
 
 function parseTls(

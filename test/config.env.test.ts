@@ -26,12 +26,34 @@ describe('configureFromEnv', () => {
     assert.equal(config.migrateOnStart, true);
   });
 
-  it('requires DATABASE_URL and an admin token, naming the variables', () => {
-    const noAdminToken = /^KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required: /;
-    refused({ KEYWARD_ADMIN_TOKEN: 'a'.repeat(32) }, /^DATABASE_URL is required/);
+  it('requires an admin token with DATABASE_URL, naming the variables', () => {
+    const noAdminToken = /^KEYWARD_ADMIN_TOKEN, KEYWARD_ADMIN_TOKENS or KEYWARD_ADMIN_TOKENS_FILE is required with DATABASE_URL: /;
     refused({ DATABASE_URL: minimal.DATABASE_URL }, noAdminToken);
     refused({ ...minimal, KEYWARD_ADMIN_TOKEN: '   ' }, noAdminToken);
     refused({ ...minimal, KEYWARD_ADMIN_TOKEN: '', KEYWARD_ADMIN_TOKENS: ' ', KEYWARD_ADMIN_TOKENS_FILE: '' }, noAdminToken);
+  });
+
+  it('runs embedded without DATABASE_URL, in ./.keyward unless KEYWARD_DATA_DIR says, and leaves the admin token to be generated', () => {
+    const embedded = configureFromEnv({});
+    assert.equal(embedded.databaseUrl, undefined);
+    assert.equal(embedded.dataDir, './.keyward');
+    assert.deepEqual(embedded.adminTokens, []);
+    assert.equal(configureFromEnv({ KEYWARD_DATA_DIR: ' /var/lib/keyward ' }).dataDir, '/var/lib/keyward');
+    const configured = configureFromEnv({ KEYWARD_ADMIN_TOKEN: minimal.KEYWARD_ADMIN_TOKEN });
+    assert.deepEqual(configured.adminTokens, [{ name: 'default', token: minimal.KEYWARD_ADMIN_TOKEN }]);
+    refused({ ...minimal, KEYWARD_DATA_DIR: '/var/lib/keyward' }, /^KEYWARD_DATA_DIR="\/var\/lib\/keyward" is only for the embedded PostgreSQL, used when DATABASE_URL is unset/);
+  });
+
+  it('reads REDIS_CLUSTER_NODES as seed nodes, instead of REDIS_URL, naming a bad entry', () => {
+    const config = configureFromEnv({ ...minimal, REDIS_CLUSTER_NODES: '10.0.0.1:7000, redis-b.internal:7001,[::1]:7002' });
+    assert.deepEqual(config.redisClusterNodes, ['10.0.0.1:7000', 'redis-b.internal:7001', '[::1]:7002']);
+    assert.equal(config.redisUrl, undefined);
+    assert.equal(configureFromEnv(minimal).redisClusterNodes, undefined);
+    refused({ ...minimal, REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2' }, /^REDIS_CLUSTER_NODES entry 2 "10\.0\.0\.2" must be host:port/);
+    refused({ ...minimal, REDIS_CLUSTER_NODES: '10.0.0.1:0' }, /^REDIS_CLUSTER_NODES entry 1 "10\.0\.0\.1:0"/);
+    refused({ ...minimal, REDIS_CLUSTER_NODES: 'a:1,,b:2' }, /^REDIS_CLUSTER_NODES entry 2 ""/);
+    refused({ ...minimal, REDIS_CLUSTER_NODES: 'a:1,a:1' }, /lists a node twice/);
+    refused({ ...minimal, REDIS_URL: 'redis://127.0.0.1:6379', REDIS_CLUSTER_NODES: 'a:1' }, /^REDIS_URL and REDIS_CLUSTER_NODES are both set/);
   });
 
   it('names the variable and the value of a bad setting', () => {
