@@ -6,16 +6,13 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import { KeyAdmin, type KeyChangeListener } from './admin/KeyAdmin';
-import { CacheCounts, CacheTrust } from './cache/CacheTrust';
-import { ChangePropagator, PropagationCounts } from './cache/ChangePropagator';
-import { InvalidationBus } from './cache/InvalidationBus';
+import type { CacheTrust } from './cache/CacheTrust';
+import type { ChangePropagator } from './cache/ChangePropagator';
+import { createCaches } from './cache/createCaches';
 import type { KeyLookup } from './cache/KeyLookup';
-import { LocalCache } from './cache/LocalCache';
 import { PostgresLookup } from './cache/PostgresLookup';
-import { RedisNames, RedisTier } from './cache/RedisTier';
-import { type CacheControl, TierCounts, TieredLookup } from './cache/TieredLookup';
-import { closeRedis, createRedisClients } from './cache/redisClients';
-import { FillGuard } from './cache/FillGuard';
+import { TierCounts } from './cache/TieredLookup';
+import { closeRedis } from './cache/redisClients';
 import { deriveDurations } from './cache/durations';
 import { EntrySeal } from './cache/EntrySeal';
 import type { Config } from './config';
@@ -80,7 +77,6 @@ export function createApp(config: Config, logger: Logger): App {
     const startedAt = Date.now();
     // Until the embedded PostgreSQL and Redis Cluster land (issue 11), say so rather than start half-configured.
     if (config.databaseUrl === undefined) throw new Error('DATABASE_URL is required: the embedded PostgreSQL is not available yet');
-    if (config.redisClusterNodes !== undefined) throw new Error('REDIS_CLUSTER_NODES is not supported yet: use REDIS_URL');
     // Unusable certificate files fail the start before anything connects.
     if (config.tls !== undefined) tls = await startTls(config.tls, logger);
     pool = createPool(config, logger);
@@ -101,7 +97,7 @@ export function createApp(config: Config, logger: Logger): App {
     metrics.trackTiers(tiers);
     let lookup: KeyLookup;
     let listener: KeyChangeListener = { keyChanged: async () => {} };
-    if (config.redisUrl === undefined) {
+    if (config.redisUrl === undefined && config.redisClusterNodes === undefined) {
       // No bus to hear other instances' changes: no cache at all (README, "Caching and revocation").
       lookup = new PostgresLookup(store, tiers);
       const prune = (): void => {
@@ -194,55 +190,4 @@ export function createApp(config: Config, logger: Logger): App {
 /** Outbox rows older than this concern no Redis entry any more: all have expired (Durations.outboxRetentionMs). */
 function outboxRetentionMs(config: Config): number {
   return deriveDurations(config).outboxRetentionMs;
-}
-
-/** The Redis tier, the in-process tier and the machinery that keeps them coherent across instances. */
-function createCaches(
-  config: Config,
-  logger: Logger,
-  store: KeyStore,
-  outbox: InvalidationOutbox,
-  /** The same outbox on a connection of its own: its reads decide whether the caches are trusted. */
-  trustOutbox: InvalidationOutbox,
-  tiers: TierCounts,
-  metrics: Metrics,
-  /** Authenticates the Redis entries (key from keyward.instance_secrets). */
-  seal: EntrySeal,
-): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
-  const { cache, db } = config;
-  // Every duration below comes from one place, whose inequalities configureFromEnv checked.
-  const durations = deriveDurations(config);
-  const clients = createRedisClients(config.redisUrl as string, durations, logger);
-  const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
-  const local = cache.localEnabled
-    ? new LocalCache({
-        maxEntries: cache.maxEntries,
-        maxBytes: cache.maxBytes,
-        ttlMs: cache.ttlMs,
-        negativeTtlMs: cache.negativeTtlMs,
-      })
-    : undefined;
-  const bus = new InvalidationBus(clients.subscriber, tier, { leaseMs: cache.leaseMs, heartbeatTimeoutMs: durations.heartbeatTimeoutMs, membershipTtlMs: durations.membershipTtlMs }, logger);
-  const cacheCounts = new CacheCounts();
-  const guard = new FillGuard(durations.fillGuardRetentionMs, undefined, durations.heldFloorRetentionMs);
-  // The trust is the lookup's gate (read on every Verify); the lookup is what the trust's parts drop entries from.
-  const control: CacheControl = {
-    drop: (hash, version, source, undelivered) => lookup.drop(hash, version, source, undelivered),
-    clear: () => lookup.clear(),
-    prune: () => lookup.prune(),
-  };
-  const trust = new CacheTrust(bus, trustOutbox, outbox, tier, control, durations, cache.leaseMs, cacheCounts, logger);
-  const lookup = new TieredLookup(local, guard, tier, store, trust, tiers, logger, durations.redisSuspendMs);
-  trust.start();
-  const propagation = new PropagationCounts();
-  const listener = new ChangePropagator(
-    bus,
-    lookup,
-    outbox,
-    { ackTimeoutMs: cache.ackTimeoutMs, leaseMs: cache.leaseMs, relayAfterMs: durations.relayAfterMs, markDeliveredDelayMs: durations.markDeliveredDelayMs, queryTimeoutMs: db.queryTimeoutMs },
-    propagation,
-    logger,
-  );
-  metrics.trackCache(cacheCounts, propagation, { trusted: () => trust.trusted, localEntries: () => local?.size ?? 0 });
-  return { lookup, listener, trust, clients };
 }
