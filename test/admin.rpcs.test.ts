@@ -403,6 +403,23 @@ describe('admin RPCs over the wire', () => {
       assert.equal((await row(oldId)).expires_at?.getTime(), expiresAt.getTime());
     });
 
+    it('lets UpdateKey bring the grace end of a replaced key forward, but never move it later or clear it', async () => {
+      const accountId = newAccountId();
+      const oldId = (await client.newKey(accountId)).key?.id as string;
+      await client.rotateKey({ accountId, keyId: oldId, gracePeriod: grace(3_600_000) });
+      const graceEnd = (await row(oldId)).expires_at as Date;
+      const refusal = new RegExp(`^expires_at (unset|"[0-9T:.-]+Z"): key "${oldId}" was replaced by a rotation .* brought forward, not moved later or cleared$`);
+      for (const expiresAt of [new Date(graceEnd.getTime() + 1000), undefined]) {
+        await assertGrpcError(client.updateKey({ accountId, keyId: oldId, expiresAt, updateMask: ['expires_at'] }), status.FAILED_PRECONDITION, refusal);
+        assert.equal((await row(oldId)).expires_at?.getTime(), graceEnd.getTime());
+      }
+      const sooner = new Date(graceEnd.getTime() - 600_000);
+      await client.updateKey({ accountId, keyId: oldId, expiresAt: sooner, updateMask: ['expires_at'] });
+      assert.equal((await row(oldId)).expires_at?.getTime(), sooner.getTime());
+      // Other fields of a replaced key still change.
+      assert.equal((await client.updateKey({ accountId, keyId: oldId, name: 'retiring', updateMask: ['name'] })).key?.name, 'retiring');
+    });
+
     it('revokes the old key at once with a grace period of 0 or unset', async () => {
       const accountId = newAccountId();
       for (const gracePeriod of [grace(0), undefined]) {

@@ -230,7 +230,14 @@ export class KeyAdmin {
     if (paths.has('name')) update.name = checkName(input.name);
     if (paths.has('expires_at')) update.expiresAt = checkExpiresAt(input.expiresAt, this.now());
     if (paths.has('metadata')) update.metadata = checkMetadata('metadata', input.metadata);
-    return this.settle(accountId, keyId, await this.store.updateKey(accountId, keyId, update, context));
+    const outcome = await this.store.updateKey(accountId, keyId, update, context);
+    if (outcome === 'grace_extended') {
+      throw new KeywardError(
+        'FAILED_PRECONDITION',
+        `expires_at ${update.expiresAt === null ? 'unset' : `"${(update.expiresAt as Date).toISOString()}"`}: key "${keyId}" was replaced by a rotation and its expiry is the end of its grace period; it can be brought forward, not moved later or cleared`,
+      );
+    }
+    return this.settle(accountId, keyId, outcome);
   }
 
   /**

@@ -303,7 +303,7 @@ export class KeyStore {
    * new version, its outbox row and an `update` event recording those
    * fields, even when they already had these values (as updateScopes does).
    */
-  updateKey(accountId: string, keyId: string, update: KeyUpdate, context: AdminContext): Promise<ChangeOutcome> {
+  async updateKey(accountId: string, keyId: string, update: KeyUpdate, context: AdminContext): Promise<ChangeOutcome | 'grace_extended'> {
     const assignments: string[] = [];
     const values: unknown[] = [];
     const changes: Array<readonly [string, string, string]> = [];
@@ -313,10 +313,17 @@ export class KeyStore {
       changes.push(change);
     };
     if (update.name !== undefined) set('name', 'text', update.name, UPDATE_CHANGES.name);
-    if (update.expiresAt !== undefined) set('expires_at', 'timestamptz', update.expiresAt, UPDATE_CHANGES.expiresAt);
+    // A rotated key's expiry is the end of its grace period: it may come sooner, never later (nor be cleared).
+    let when = 'true';
+    if (update.expiresAt !== undefined) {
+      set('expires_at', 'timestamptz', update.expiresAt, UPDATE_CHANGES.expiresAt);
+      const expiresAt = `$${values.length + 2}::timestamptz`;
+      when = `(k.replaced_by_key_id is null or ${expiresAt} <= k.expires_at)`;
+    }
     if (update.metadata !== undefined) set('metadata', 'jsonb', JSON.stringify(update.metadata), UPDATE_CHANGES.metadata);
     if (assignments.length === 0) throw new Error('updateKey needs at least one field');
-    return this.changeActive(accountId, keyId, assignments.join(', '), values, { action: 'update', changes: changesJson(changes) }, context);
+    const outcome = await this.change(accountId, keyId, assignments.join(', '), values, { action: 'update', changes: changesJson(changes) }, context, when);
+    return outcome === 'unchanged' ? 'grace_extended' : outcome;
   }
 
   /** Revokes an active key; a revoked key comes back unchanged (`changed: false`, no event). */
