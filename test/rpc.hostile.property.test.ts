@@ -20,6 +20,10 @@ import {
   type ApiKey,
   CreateKeyRequest,
   CreateKeyResponse,
+  DisableKeyRequest,
+  DisableKeyResponse,
+  EnableKeyRequest,
+  EnableKeyResponse,
   Environment,
   GetKeyRequest,
   GetKeyResponse,
@@ -27,6 +31,8 @@ import {
   ListKeysResponse,
   RevokeKeyRequest,
   RevokeKeyResponse,
+  RotateKeyRequest,
+  RotateKeyResponse,
   UpdateIpWhitelistRequest,
   UpdateIpWhitelistResponse,
   UpdateKeyRequest,
@@ -163,7 +169,7 @@ async function waitForUses(admin: AdminClient, accountId: string, keyId: string,
 
 /** The fields an INVALID_ARGUMENT may name, in the form `field` or `field[i]`. */
 const FIELD =
-  /(?<![A-Za-z0-9_])(?:(metadata)(?:\[""\])?(?![A-Za-z0-9_])|(account_id|name|environment|scopes|ip_whitelist|expires_at|key_id|update_mask\.paths|update_mask|page_token|page_size|include_revoked|key|client_ip|required_scopes|request_id)(\[\d+\])?(?![A-Za-z0-9_[]))/;
+  /(?<![A-Za-z0-9_])(?:(metadata)(?:\[""\])?(?![A-Za-z0-9_])|(account_id|name|environment|scopes|ip_whitelist|expires_at|key_id|update_mask\.paths|update_mask|grace_period|page_token|page_size|include_revoked|key|client_ip|required_scopes|request_id)(\[\d+\])?(?![A-Za-z0-9_[]))/;
 
 /** The field an error's details name first, once the quoted values (the caller's own text) are taken out. */
 function namedField(details: string): string | undefined {
@@ -181,6 +187,9 @@ const MESSAGE_METHOD: Record<string, string> = {
   UpdateIpWhitelistRequest: 'keyward.v1.KeyAdminService/UpdateIpWhitelist',
   RevokeKeyRequest: 'keyward.v1.KeyAdminService/RevokeKey',
   UpdateKeyRequest: 'keyward.v1.KeyAdminService/UpdateKey',
+  DisableKeyRequest: 'keyward.v1.KeyAdminService/DisableKey',
+  EnableKeyRequest: 'keyward.v1.KeyAdminService/EnableKey',
+  RotateKeyRequest: 'keyward.v1.KeyAdminService/RotateKey',
   VerifyRequest: 'keyward.v1.KeyVerifierService/Verify',
   VerifyStreamRequest: 'keyward.v1.KeyVerifierService/VerifyStream',
 };
@@ -200,6 +209,9 @@ const MESSAGE_FIELDS: Record<string, readonly string[]> = {
   UpdateIpWhitelistRequest: ['account_id', 'key_id', 'ip_whitelist'],
   RevokeKeyRequest: ['account_id', 'key_id'],
   UpdateKeyRequest: ['account_id', 'key_id', 'name', 'expires_at', 'metadata', 'update_mask', 'update_mask.paths'],
+  DisableKeyRequest: ['account_id', 'key_id'],
+  EnableKeyRequest: ['account_id', 'key_id'],
+  RotateKeyRequest: ['account_id', 'key_id', 'grace_period'],
   VerifyRequest: ['key', 'client_ip', 'required_scopes'],
   VerifyStreamRequest: ['request_id', 'key', 'client_ip', 'required_scopes'],
 };
@@ -293,6 +305,22 @@ function checkUpdate(e: Expect, view: AdminView): void {
     if (expires <= Date.now() - 2_000) e.invalid.add('expires_at');
     else if (expires <= Date.now() + 2_000) e.maybe.add('expires_at');
   }
+}
+
+/** RotateKey's grace_period: a valid Duration (nanos within ±999999999, of the sign of seconds), not negative, at most 30 days. */
+function checkGrace(e: Expect, grace: AdminView['gracePeriod']): void {
+  if (grace === undefined) return;
+  const { seconds, nanos } = grace;
+  const valid = nanos > -1_000_000_000 && nanos < 1_000_000_000 && !(seconds > 0n && nanos < 0) && !(seconds < 0n && nanos > 0);
+  const micros = seconds * 1_000_000n + BigInt(Math.trunc(nanos / 1_000));
+  if (!valid || seconds < 0n || nanos < 0 || micros > 2_592_000_000_000n) e.invalid.add('grace_period');
+}
+
+/** Whether UpdateKey would move the grace end of a key replaced by a rotation later, or clear it (FAILED_PRECONDITION). */
+function extendsGrace(row: Row, view: AdminView): boolean {
+  if (row.replaced_by_key_id === null || !(view.updateMask ?? []).includes('expires_at')) return false;
+  const wanted = view.expiresAt?.getTime();
+  return wanted === undefined || row.expires_at === null || wanted > row.expires_at.getTime();
 }
 
 /** account_id: 1 to 128 characters, no control characters or surrounding spaces. */
@@ -422,7 +450,10 @@ interface Row {
   readonly name: string;
   readonly scopes: string[];
   readonly ip_whitelist: string[];
+  readonly environment: string;
   readonly revoked_at: Date | null;
+  readonly disabled_at: Date | null;
+  readonly replaced_by_key_id: string | null;
   readonly expires_at: Date | null;
   readonly metadata: Record<string, string>;
   readonly version: string;
@@ -442,7 +473,7 @@ const UUID_INSIDE = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 // Admin RPCs
 // ---------------------------------------------------------------------------
 
-type AdminRpc = 'CreateKey' | 'GetKey' | 'ListKeys' | 'UpdateScopes' | 'UpdateIpWhitelist' | 'RevokeKey' | 'UpdateKey';
+type AdminRpc = 'CreateKey' | 'GetKey' | 'ListKeys' | 'UpdateScopes' | 'UpdateIpWhitelist' | 'RevokeKey' | 'UpdateKey' | 'DisableKey' | 'EnableKey' | 'RotateKey';
 
 /** The fields of any admin request, as the server decodes them. */
 interface AdminView {
@@ -458,6 +489,7 @@ interface AdminView {
   readonly includeRevoked?: boolean;
   readonly pageSize?: number;
   readonly pageToken?: string;
+  readonly gracePeriod?: { readonly seconds: bigint; readonly nanos: number } | undefined;
 }
 
 interface AdminResponse {
@@ -479,6 +511,9 @@ const ADMIN: Record<AdminRpc, { readonly message: string; decode(bytes: Uint8Arr
     response: (b) => UpdateIpWhitelistResponse.decode(b),
   },
   RevokeKey: { message: 'RevokeKeyRequest', decode: (b) => RevokeKeyRequest.decode(b), response: (b) => RevokeKeyResponse.decode(b) },
+  DisableKey: { message: 'DisableKeyRequest', decode: (b) => DisableKeyRequest.decode(b), response: (b) => DisableKeyResponse.decode(b) },
+  EnableKey: { message: 'EnableKeyRequest', decode: (b) => EnableKeyRequest.decode(b), response: (b) => EnableKeyResponse.decode(b) },
+  RotateKey: { message: 'RotateKeyRequest', decode: (b) => RotateKeyRequest.decode(b), response: (b) => RotateKeyResponse.decode(b) },
 };
 
 interface AdminCase {
@@ -670,7 +705,8 @@ class Harness {
     const id = UUID_INSIDE.exec(keyIdText)?.[0]?.toLowerCase();
     if (id === undefined) return undefined;
     const { rows } = await this.db.query<Row>(
-      `select id::text, account_id, name, scopes, ip_whitelist, revoked_at, expires_at, metadata, version::text, updated_at
+      `select id::text, account_id, name, scopes, ip_whitelist, environment, revoked_at, disabled_at, replaced_by_key_id::text, expires_at, metadata,
+              version::text, updated_at
          from keyward.api_keys where id = $1::uuid`,
       [id],
     );
@@ -680,6 +716,8 @@ class Harness {
   async snapshot(rpc: AdminRpc, view: AdminView): Promise<Snapshot> {
     if (rpc === 'CreateKey') return { count: await this.countKeys(view.accountId) };
     if (rpc === 'ListKeys') return {};
+    // RotateKey creates a key in the account too.
+    if (rpc === 'RotateKey') return { row: await this.row(view.keyId ?? ''), count: await this.countKeys(view.accountId) };
     return { row: await this.row(view.keyId ?? '') };
   }
 
@@ -713,10 +751,16 @@ class Harness {
         if (c.rpc === 'UpdateScopes') checkScopes(e, 'scopes', view.scopes ?? [], 1);
         if (c.rpc === 'UpdateIpWhitelist') checkWhitelist(e, 'ip_whitelist', view.ipWhitelist ?? []);
         if (c.rpc === 'UpdateKey') checkUpdate(e, view);
+        if (c.rpc === 'RotateKey') checkGrace(e, view.gracePeriod);
         const row = before.row;
         const owned = row !== undefined && row.id === keyId.toLowerCase() && row.account_id === view.accountId;
-        const changes = c.rpc === 'UpdateScopes' || c.rpc === 'UpdateIpWhitelist' || c.rpc === 'UpdateKey';
-        e.states = new Set([!owned ? status.NOT_FOUND : changes && row.revoked_at !== null ? status.FAILED_PRECONDITION : status.OK]);
+        // Every RPC here but GetKey and RevokeKey refuses a revoked key; RotateKey a replaced one too.
+        const refused =
+          owned &&
+          ((c.rpc !== 'GetKey' && c.rpc !== 'RevokeKey' && row.revoked_at !== null) ||
+            (c.rpc === 'RotateKey' && row.replaced_by_key_id !== null) ||
+            (c.rpc === 'UpdateKey' && extendsGrace(row, view)));
+        e.states = new Set([!owned ? status.NOT_FOUND : refused ? status.FAILED_PRECONDITION : status.OK]);
         if (uuidClass(keyId) === 'maybe') e.states.add(status.NOT_FOUND);
       }
     }
@@ -789,6 +833,36 @@ class Harness {
         if (key?.revokedAt === undefined || after.row?.revoked_at === null) return 'the key is not revoked';
         if (before.row?.revoked_at !== null && JSON.stringify(after.row) !== JSON.stringify(before.row)) return 'revoking a revoked key changed it';
         return undefined;
+      case 'DisableKey':
+      case 'EnableKey': {
+        const disabled = c.rpc === 'DisableKey';
+        if ((key?.disabledAt !== undefined) !== disabled || (after.row?.disabled_at !== null) !== disabled) return `the key is ${disabled ? 'not disabled' : 'still disabled'}`;
+        const already = (before.row?.disabled_at !== null) === disabled;
+        if (already && JSON.stringify(after.row) !== JSON.stringify(before.row)) return `${c.rpc} on a key already ${disabled ? 'disabled' : 'enabled'} changed it`;
+        if (!already && BigInt(after.row?.version ?? 0) <= BigInt(before.row?.version ?? 0)) return 'the version did not move';
+        return undefined;
+      }
+      case 'RotateKey': {
+        const old = before.row as Row;
+        const prefix = old.environment === 'test' ? 'fsm_test_' : 'fsm_live_';
+        if (!new RegExp(`^${prefix}[0-9A-Za-z]{49}$`).test(response.secret ?? '')) return `secret ${summarize(response.secret)} is not a ${prefix} key`;
+        if (key === undefined || key.id === old.id) return `the answer holds key ${summarize(key?.id)}, not a new one`;
+        if (key.accountId !== old.account_id || key.name !== old.name || key.rotatedFromKeyId !== old.id) return `the new key ${summarize(key)} is not a copy of ${old.id}`;
+        if (JSON.stringify(key.scopes) !== JSON.stringify(old.scopes) || JSON.stringify(key.ipWhitelist) !== JSON.stringify(old.ip_whitelist)) return 'the new key has other scopes or whitelist';
+        if (!isDeepStrictEqual({ ...key.metadata }, { ...old.metadata })) return `metadata ${summarize(key.metadata)}; the old key had ${summarize(old.metadata)}`;
+        if (after.row?.replaced_by_key_id !== key.id) return `the old key's replaced_by_key_id is ${summarize(after.row?.replaced_by_key_id)}`;
+        const graceMs = Number(view.gracePeriod?.seconds ?? 0n) * 1_000 + (view.gracePeriod?.nanos ?? 0) / 1e6;
+        if (graceMs < 1) {
+          if (after.row?.revoked_at === null) return 'a grace period of 0 left the old key unrevoked';
+        } else {
+          const end = after.row?.expires_at?.getTime();
+          if (after.row?.revoked_at !== null || end === undefined || end > Date.now() + graceMs || (old.expires_at !== null && end > old.expires_at.getTime())) {
+            return `the old key expires at ${summarize(after.row?.expires_at)} (revoked ${summarize(after.row?.revoked_at)}) after a grace of ${graceMs} ms`;
+          }
+        }
+        if (before.count !== undefined && after.count !== before.count + 1) return `the account has ${after.count} keys after the call; ${before.count} before`;
+        return undefined;
+      }
     }
   }
 
@@ -840,7 +914,15 @@ class Harness {
     if (view.key === '') return { e, codes: new Set([VerifyCode.VERIFY_CODE_MISSING_KEY]), missing };
     const known = this.keysBySecret.get(view.key);
     if (known === undefined && this.volatileSecrets.has(view.key)) {
-      const identified = [VerifyCode.VERIFY_CODE_OK, VerifyCode.VERIFY_CODE_REVOKED, VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED, VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE];
+      // Disabled, or expired at the end of a rotation's grace period, as well.
+      const identified = [
+        VerifyCode.VERIFY_CODE_OK,
+        VerifyCode.VERIFY_CODE_REVOKED,
+        VerifyCode.VERIFY_CODE_DISABLED,
+        VerifyCode.VERIFY_CODE_EXPIRED,
+        VerifyCode.VERIFY_CODE_IP_NOT_ALLOWED,
+        VerifyCode.VERIFY_CODE_INSUFFICIENT_SCOPE,
+      ];
       return { e, codes: new Set(identified), missing, volatile: true };
     }
     if (known === undefined) return { e, codes: new Set([VerifyCode.VERIFY_CODE_INVALID_KEY]), missing };
@@ -1002,6 +1084,12 @@ const TARGETS: readonly Target[] = [
   { rpc: 'UpdateKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
   { rpc: 'UpdateKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
   { rpc: 'UpdateKey', field: 'name', number: 3, repeated: false, property: 'name' },
+  { rpc: 'DisableKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
+  { rpc: 'DisableKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
+  { rpc: 'EnableKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
+  { rpc: 'EnableKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
+  { rpc: 'RotateKey', field: 'account_id', number: 1, repeated: false, property: 'accountId' },
+  { rpc: 'RotateKey', field: 'key_id', number: 2, repeated: false, property: 'keyId' },
   { rpc: 'Verify', field: 'key', number: 1, repeated: false, property: 'key' },
   { rpc: 'Verify', field: 'client_ip', number: 2, repeated: false, property: 'clientIp' },
   { rpc: 'Verify', field: 'required_scopes', number: 3, repeated: true, property: 'requiredScopes' },
@@ -1030,6 +1118,11 @@ function baseRequest(h: Harness, rpc: Target['rpc']): RequestObject {
       return { accountId: h.home, keyId: h.keys.revoked.id };
     case 'UpdateKey':
       return { accountId: h.home, keyId: h.keys.scopes.id, name: 'k', updateMask: ['name'] };
+    // The revoked key: refused (or not found), so hostile strings never change a key the other properties rely on.
+    case 'DisableKey':
+    case 'EnableKey':
+    case 'RotateKey':
+      return { accountId: h.home, keyId: h.keys.revoked.id };
     case 'Verify':
       return { key: h.keys.open.secret, clientIp: CANONICAL_CLIENT_IP, requiredScopes: ['jobs:read'] };
     case 'VerifyStream':
@@ -1053,6 +1146,12 @@ function encodeRequest(rpc: Target['rpc'], request: RequestObject): Uint8Array {
       return RevokeKeyRequest.encode(RevokeKeyRequest.fromPartial(request)).finish();
     case 'UpdateKey':
       return UpdateKeyRequest.encode(UpdateKeyRequest.fromPartial(request)).finish();
+    case 'DisableKey':
+      return DisableKeyRequest.encode(DisableKeyRequest.fromPartial(request)).finish();
+    case 'EnableKey':
+      return EnableKeyRequest.encode(EnableKeyRequest.fromPartial(request)).finish();
+    case 'RotateKey':
+      return RotateKeyRequest.encode(RotateKeyRequest.fromPartial(request)).finish();
     case 'Verify':
       return VerifyRequest.encode(VerifyRequest.fromPartial(request)).finish();
     case 'VerifyStream':
@@ -1324,6 +1423,70 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
     );
   });
 
+  test('DisableKey and EnableKey: hostile account_id and key_id disable or enable the named key of the account or are refused, leaving every key as it was (property)', async () => {
+    const input = fc.record({
+      rpc: fc.constantFrom('DisableKey' as const, 'EnableKey' as const),
+      accountId: accountText(h, { other: 0 }),
+      target: fc.oneof(
+        { weight: 3, arbitrary: fc.record({ fresh: fc.constant(true as const), disabled: fc.boolean(), how: fc.constantFrom('exact', 'exact', 'upper', 'space', 'nul') }) },
+        { weight: 3, arbitrary: keyIdText([h.keys.revoked.id, h.keys.other.id]).map((text) => ({ fresh: false as const, text })) },
+      ),
+    });
+    await checkProperty(
+      'DisableKey/EnableKey',
+      fc.asyncProperty(input, async ({ rpc, accountId, target }) => {
+        let keyId: string;
+        if (target.fresh) {
+          const { key, secret } = await h.admin.newKey(h.home);
+          remember(secret);
+          const id = key?.id as string;
+          if (target.disabled) await h.admin.disableKey({ accountId: h.home, keyId: id });
+          keyId = { exact: id, upper: id.toUpperCase(), space: ` ${id}`, nul: `${id}\u0000` }[target.how];
+        } else {
+          keyId = target.text;
+        }
+        const request = { accountId, keyId };
+        await h.runAdmin({ rpc, bytes: rpc === 'DisableKey' ? DisableKeyRequest.encode(request).finish() : EnableKeyRequest.encode(request).finish() });
+      }),
+      { numRuns: 100, timeLimitMs: 10_000 },
+    );
+  });
+
+  test('RotateKey: hostile grace periods, account_id and key_id replace the named key (its copy created, the old one revoked or expiring within the grace) or are refused naming grace_period, creating nothing (property)', async () => {
+    const maxSeconds = 2_592_000n;
+    const gracePeriod = fc.oneof(
+      { weight: 2, arbitrary: fc.constant(undefined) },
+      { weight: 4, arbitrary: fc.record({ seconds: fc.bigInt({ min: 0n, max: maxSeconds }), nanos: fc.integer({ min: 0, max: 999_999_999 }) }) },
+      { weight: 2, arbitrary: fc.record({ seconds: fc.constantFrom(0n, maxSeconds - 1n, maxSeconds, maxSeconds + 1n), nanos: fc.constantFrom(0, 1, 999, 1_000, 999_999_999) }) },
+      { weight: 2, arbitrary: fc.record({ seconds: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), nanos: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }) },
+      { weight: 1, arbitrary: fc.record({ seconds: fc.constantFrom(-1n, 1n, 0n), nanos: fc.constantFrom(-1, -999_999_999, 1_000_000_000, -1_000_000_000) }) },
+    );
+    const input = fc.record({
+      accountId: accountText(h, { other: 0 }),
+      target: fc.oneof(
+        { weight: 4, arbitrary: fc.record({ fresh: fc.constant(true as const), how: fc.constantFrom('exact', 'exact', 'upper', 'space') }) },
+        { weight: 2, arbitrary: keyIdText([h.keys.revoked.id, h.keys.other.id]).map((text) => ({ fresh: false as const, text })) },
+      ),
+      gracePeriod,
+    });
+    await checkProperty(
+      'RotateKey',
+      fc.asyncProperty(input, async ({ accountId, target, gracePeriod }) => {
+        let keyId: string;
+        if (target.fresh) {
+          const { key, secret } = await h.admin.newKey(h.home);
+          remember(secret);
+          const id = key?.id as string;
+          keyId = { exact: id, upper: id.toUpperCase(), space: ` ${id}` }[target.how];
+        } else {
+          keyId = target.text;
+        }
+        await h.runAdmin({ rpc: 'RotateKey', bytes: RotateKeyRequest.encode({ accountId, keyId, gracePeriod }).finish() });
+      }),
+      { numRuns: 100, timeLimitMs: 10_000 },
+    );
+  });
+
   test('Verify: hostile key, client_ip and required_scopes get the verdict the contract gives, or INVALID_ARGUMENT naming client_ip or required_scopes (property)', async () => {
     const input = fc.record({ key: verifyKey(h, 100_000), clientIp: verifyIp(70_000), requiredScopes });
     await checkProperty(
@@ -1396,7 +1559,7 @@ describe('every RPC with hostile input, over the wire (properties)', () => {
   });
 
   test('every RPC: a malformed protobuf message is INVALID_ARGUMENT naming the request message (or its method), never INTERNAL (property)', async () => {
-    const rpcs = ['CreateKey', 'GetKey', 'ListKeys', 'UpdateScopes', 'UpdateIpWhitelist', 'RevokeKey', 'Verify', 'VerifyStream'] as const;
+    const rpcs = ['CreateKey', 'GetKey', 'ListKeys', 'UpdateScopes', 'UpdateIpWhitelist', 'RevokeKey', 'UpdateKey', 'DisableKey', 'EnableKey', 'RotateKey', 'Verify', 'VerifyStream'] as const;
     const bases = new Map(rpcs.map((rpc) => [rpc, encodeRequest(rpc, { ...baseRequest(h, rpc), ...(rpc === 'CreateKey' ? { accountId: `acct-malformed-${randomUUID()}` } : {}) })]));
     const input = fc.constantFrom(...rpcs).chain((rpc) => malformedBytes(bases.get(rpc) as Uint8Array).map((bytes) => ({ rpc, bytes })));
     await checkProperty(
