@@ -3,9 +3,11 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type ServiceError, status } from '@grpc/grpc-js';
+import { type ServiceError, credentials, status } from '@grpc/grpc-js';
 import { Environment, KeyAction, KeywardClient, VerifyCode } from '../src/client';
+import { VerifyStreamSession } from '../src/client/VerifyStreamSession';
 import { backoffMs } from '../src/client/retryPolicy';
+import { KeyVerifierServiceClient } from '../src/gen/keyward/v1/keyward';
 import { packageRoot } from '../src/packageRoot';
 import { assertGrpcError } from './helpers/clients';
 import { ADMIN_TOKEN, newAccountId } from './helpers/env';
@@ -262,6 +264,88 @@ describe('keyward/client', () => {
         adminOnly.close();
         verifierOnly.close();
         swapped.close();
+      }
+    });
+
+    it('sends Verify calls over one VerifyStream, each answered as unary Verify answers it, an error rejecting its call only', async () => {
+      const accountId = newAccountId();
+      const { secret } = await client.createKey({ accountId, name: 'stream', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'], ipWhitelist: ['203.0.113.0/24'] });
+      const requests = [
+        { key: secret, clientIp: '203.0.113.9', requiredScopes: ['jobs:read'] },
+        { key: secret, clientIp: '203.0.113.9', requiredScopes: ['jobs:write'] },
+        { key: secret, clientIp: '198.51.100.1' },
+        { key: 'fsm_live_not-a-key' },
+        { key: '' },
+        { key: secret, clientIp: 'not an address' },
+        { key: secret, clientIp: '1'.repeat(80) },
+        { key: secret, requiredScopes: ['no:such-scope'] },
+      ];
+      const outcome = (call: Promise<unknown>): Promise<unknown> => call.then((answer) => answer, (error: ServiceError) => ({ code: error.code, details: error.details }));
+      const unary = await Promise.all(requests.map((request) => outcome(client.verify(request))));
+      for (const field of ['client_ip', 'required_scopes[0]']) {
+        assert.ok(unary.some((answer) => (answer as { details?: string }).details?.startsWith(field)), `one request is refused naming ${field}`);
+      }
+
+      const channel = new KeyVerifierServiceClient(server.address, credentials.createInsecure());
+      let streams = 0;
+      const open = channel.verifyStream.bind(channel);
+      channel.verifyStream = ((...args: Parameters<typeof open>) => {
+        streams++;
+        return open(...args);
+      }) as typeof channel.verifyStream;
+      const session = new VerifyStreamSession(channel, VERIFIER_TOKEN, 10_000, 2);
+      try {
+        for (let round = 0; round < 20; round++) {
+          const streamed = await Promise.all(requests.map((request) => outcome(session.verify(request))));
+          assert.deepEqual(streamed, unary, `round ${round}`);
+        }
+        assert.equal(streams, 1, 'every call went over one stream');
+        assert.equal(session.inFlight, 0);
+        session.close();
+        assert.equal((await rejection(session.verify({ key: secret }))).code, status.CANCELLED);
+      } finally {
+        channel.close();
+      }
+      // Through the client, and refused as a whole without the verifier token (not retried).
+      const viaClient = client.openVerifyStream();
+      const untokened = new KeywardClient({ address: server.address }).openVerifyStream();
+      try {
+        assert.equal((await viaClient.verify({ key: secret, clientIp: '203.0.113.9' })).code, VerifyCode.VERIFY_CODE_OK);
+        assert.equal((await rejection(untokened.verify({ key: secret }))).code, status.UNAUTHENTICATED);
+      } finally {
+        viaClient.close();
+        untokened.close();
+      }
+    });
+
+    it('retries a streamed Verify on a new stream when its stream drops, and gives up at the deadline when nothing answers', async () => {
+      const metricsPort = server.metricsPort as number;
+      const { secret } = await client.createKey({ accountId: newAccountId(), name: 'stream drop', environment: Environment.ENVIRONMENT_LIVE, scopes: ['jobs:read'] });
+      const proxy = await FaultProxy.start('127.0.0.1', server.port);
+      const flaky = new KeywardClient({ address: `127.0.0.1:${proxy.port}`, verifierToken: VERIFIER_TOKEN, deadlineMs: 10_000, retries: 2 });
+      const session = flaky.openVerifyStream();
+      const verifies = (): Promise<number> => metricSum(metricsPort, 'keyward_verify_total{');
+      try {
+        assert.equal((await session.verify({ key: secret })).code, VerifyCode.VERIFY_CODE_OK);
+        // The server answers the call; the answer is held in the proxy, then its connection is cut.
+        proxy.holdAnswersTo(secret);
+        const before = await verifies();
+        const call = session.verify({ key: secret });
+        await waitUntil('the streamed Verify answered by the server', async () => (await verifies()) > before);
+        proxy.cut();
+        proxy.releaseAnswers();
+        assert.equal((await call).code, VerifyCode.VERIFY_CODE_OK, 'answered on a new stream');
+        assert.equal((await verifies()) - before, 2, 'one call and one retry');
+
+        proxy.stall();
+        const started = Date.now();
+        const error = await rejection(session.verify({ key: secret }, { deadlineMs: 300 }));
+        assert.ok([status.DEADLINE_EXCEEDED, status.UNAVAILABLE].includes(error.code), `${error.code} ${error.details}`);
+        assert.ok(Date.now() - started < 2_000, 'settled near its deadline');
+      } finally {
+        session.close();
+        flaky.close();
+        await proxy.close();
       }
     });
 

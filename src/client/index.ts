@@ -6,6 +6,7 @@
  */
 export { DEFAULT_DEADLINE_MS, DEFAULT_RETRIES, KeywardClient, type KeywardCallOptions, type KeywardClientOptions } from './KeywardClient';
 export type { KeywardTlsOptions } from './channelCredentials';
+export type { VerifyStreamSession } from './VerifyStreamSession';
 export { status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 export {
   ApiKey,
