@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import type { Server } from '@grpc/grpc-js';
@@ -15,7 +16,13 @@ import { TierCounts } from './cache/TieredLookup';
 import { closeRedis } from './cache/redisClients';
 import { deriveDurations } from './cache/durations';
 import { EntrySeal } from './cache/EntrySeal';
-import type { Config } from './config';
+import { FillGuard } from './cache/FillGuard';
+import { LocalCache } from './cache/LocalCache';
+import { LocalLookup } from './cache/LocalLookup';
+import { type AdminToken, type Config, DEFAULT_ADMIN_TOKEN_NAME } from './config';
+import { DataDirLock } from './embedded/DataDirLock';
+import { type EmbeddedPostgres, startEmbeddedPostgres } from './embedded/EmbeddedPostgres';
+import { loadOrCreateAdminToken } from './embedded/generatedAdminToken';
 import { createAdminService } from './grpc/adminService';
 import { createAdminAuthFailureReporter, createAdminAuthenticator, createAdminTokenCheck, createTokenCheck } from './grpc/auth';
 import { SERVICE_NAMES, bindServer, createGrpcServer, shutdownServer } from './grpc/server';
@@ -31,7 +38,7 @@ import { MAC_SECRET_NAME, readInstanceSecret } from './store/instanceSecrets';
 import { KeyStore } from './store/KeyStore';
 import { UsageStore } from './store/UsageStore';
 import { UsageCounts, UsageRecorder } from './usage/UsageRecorder';
-import { DedicatedConnection, createPool, poolRunner, poolSizes } from './store/db';
+import { DedicatedConnection, EMBEDDED_POOL_SIZE, createPool, poolRunner, poolSizes } from './store/db';
 import { migrate } from './store/migrate';
 import { Verifier } from './verify/Verifier';
 
@@ -72,23 +79,43 @@ export function createApp(config: Config, logger: Logger): App {
   let tls: ServerTls | undefined;
   let starting: Promise<StartedApp> | undefined;
   let stopping: Promise<void> | undefined;
+  let dataDirLock: DataDirLock | undefined;
+  let embedded: EmbeddedPostgres | undefined;
 
   const start = async (): Promise<StartedApp> => {
     const startedAt = Date.now();
-    // Until the embedded PostgreSQL and Redis Cluster land (issue 11), say so rather than start half-configured.
-    if (config.databaseUrl === undefined) throw new Error('DATABASE_URL is required: the embedded PostgreSQL is not available yet');
     // Unusable certificate files fail the start before anything connects.
     if (config.tls !== undefined) tls = await startTls(config.tls, logger);
-    pool = createPool(config, logger);
-    if (config.migrateOnStart) await migrate(pool, path.join(packageRoot(), 'migrations'), logger);
+    let adminTokens = config.adminTokens;
+    let embeddedLog: Record<string, unknown> = {};
+    if (config.databaseUrl === undefined) {
+      // Embedded mode (README, "Embedded mode"): lock the data directory, then start PGlite on it.
+      const dataDir = path.resolve(config.dataDir);
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      dataDirLock = DataDirLock.acquire(dataDir);
+      if (adminTokens.length === 0) adminTokens = [useGeneratedAdminToken(dataDir, logger)];
+      const embeddedAt = Date.now();
+      embedded = await startEmbeddedPostgres(dataDir);
+      embeddedLog = { database: 'embedded, single instance', dataDir, pgdata: embedded.pgdata, embeddedStartMs: Date.now() - embeddedAt };
+      // One connection in total, for every role (EMBEDDED_POOL_SIZE says why).
+      pool = createPool(config, logger, 'main', { connectionString: embedded.connectionString, max: EMBEDDED_POOL_SIZE });
+      verifyPool = pool;
+    } else {
+      pool = createPool(config, logger);
+      verifyPool = createPool(config, logger, 'verify');
+    }
+    if (config.migrateOnStart) {
+      const migratedAt = Date.now();
+      await migrate(pool, path.join(packageRoot(), 'migrations'), logger);
+      if (embedded !== undefined) embeddedLog = { ...embeddedLog, migrateMs: Date.now() - migratedAt };
+    }
 
     const metrics = new Metrics();
-    verifyPool = createPool(config, logger, 'verify');
     const store = new KeyStore(
       pool,
       verifyPool,
       { verifyMs: config.db.verifyTimeoutMs, queryMs: config.db.queryTimeoutMs },
-      poolSizes(config.db.poolMax).verify,
+      embedded === undefined ? poolSizes(config.db.poolMax).verify : EMBEDDED_POOL_SIZE,
     );
     const outbox = new InvalidationOutbox(poolRunner(pool));
     const format = new KeyFormat(config.livePrefix, config.testPrefix);
@@ -98,8 +125,16 @@ export function createApp(config: Config, logger: Logger): App {
     let lookup: KeyLookup;
     let listener: KeyChangeListener = { keyChanged: async () => {} };
     if (config.redisUrl === undefined && config.redisClusterNodes === undefined) {
-      // No bus to hear other instances' changes: no cache at all (README, "Caching and revocation").
-      lookup = new PostgresLookup(store, tiers);
+      if (embedded !== undefined && config.cache.localEnabled) {
+        // One process holds the data (the directory is locked): every change passes through this
+        // process's KeyAdmin, which drops the cached copy before the call returns.
+        const inProcess = new LocalLookup(new LocalCache(config.cache), new FillGuard(inProcessFloorRetentionMs(config)), store, tiers);
+        lookup = inProcess;
+        listener = inProcess;
+      } else {
+        // No bus to hear other instances' changes: no cache at all (README, "Caching and revocation").
+        lookup = new PostgresLookup(store, tiers);
+      }
       const prune = (): void => {
         outbox.prune(outboxRetentionMs(config), config.db.queryTimeoutMs).catch(() => {});
       };
@@ -108,8 +143,13 @@ export function createApp(config: Config, logger: Logger): App {
     } else {
       // Read before serving: every Redis entry is sealed and checked with it (README, "Caching and revocation").
       const seal = new EntrySeal(await readInstanceSecret(poolRunner(pool), MAC_SECRET_NAME, config.db.queryTimeoutMs));
-      outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
-      ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxConnection.run), tiers, metrics, seal));
+      // Embedded: the outbox reads share the one connection (EMBEDDED_POOL_SIZE); otherwise they get one of their own.
+      let outboxRunner = poolRunner(pool);
+      if (config.databaseUrl !== undefined) {
+        outboxConnection = new DedicatedConnection(config.databaseUrl, logger);
+        outboxRunner = outboxConnection.run;
+      }
+      ({ lookup, listener: propagator, trust, clients: redis } = createCaches(config, logger, store, outbox, new InvalidationOutbox(outboxRunner), tiers, metrics, seal));
       listener = propagator;
     }
     const admin = new KeyAdmin(store, format, catalog, listener);
@@ -125,7 +165,7 @@ export function createApp(config: Config, logger: Logger): App {
     grpc = createGrpcServer(
       createAdminService(
         admin,
-        createAdminAuthenticator(createAdminTokenCheck(config.adminTokens), createAdminAuthFailureReporter(logger, metrics.countAdminAuthFailure)),
+        createAdminAuthenticator(createAdminTokenCheck(adminTokens), createAdminAuthFailureReporter(logger, metrics.countAdminAuthFailure)),
         logger,
         metrics.observeAdminCall,
       ),
@@ -140,7 +180,7 @@ export function createApp(config: Config, logger: Logger): App {
     const port = await bindServer(grpc.server, config.addr, tls?.credentials);
     for (const name of ['', ...SERVICE_NAMES]) grpc.health.setStatus(name, 'SERVING');
     const transport = config.tls === undefined ? 'plaintext' : config.tls.clientCaFile === undefined ? 'tls' : 'mtls';
-    logger.info({ event: 'start', addr: config.addr, port, metricsPort, transport, ms: Date.now() - startedAt }, 'keyward started');
+    logger.info({ event: 'start', addr: config.addr, port, metricsPort, transport, ...embeddedLog, ms: Date.now() - startedAt }, 'keyward started');
     return { port, metricsPort };
   };
 
@@ -165,9 +205,12 @@ export function createApp(config: Config, logger: Logger): App {
       server.closeAllConnections();
       await closed;
     }
-    for (const opened of [verifyPool, pool]) {
+    for (const opened of new Set([verifyPool, pool])) {
       if (opened !== undefined) await opened.end().catch((error: unknown) => logger.warn({ err: error }, 'closing a postgres pool failed'));
     }
+    // After the pools: PGlite closes with a checkpoint, so the next start finds consistent files; then the lock goes.
+    await embedded?.stop().catch((error: unknown) => logger.warn({ err: error }, 'stopping the embedded PostgreSQL failed'));
+    dataDirLock?.release();
     logger.info({ event: 'stop', ms: Date.now() - stoppedAt }, 'keyward stopped');
   };
 
@@ -185,6 +228,33 @@ export function createApp(config: Config, logger: Logger): App {
       else await tls.reload('signal');
     },
   };
+}
+
+/**
+ * How long the in-process-only cache keeps a change's version floor: longer
+ * than any lookup that may have read the old row (a Verify lookup is answered
+ * or failed within KEYWARD_DB_VERIFY_TIMEOUT_MS), twice over.
+ */
+function inProcessFloorRetentionMs(config: Config): number {
+  return 2 * config.db.verifyTimeoutMs + 1_000;
+}
+
+/**
+ * The admin token of an embedded keyward configured without one: the file's,
+ * or a new one (README, "Embedded mode"). The token is printed when it is
+ * made, the one time; later starts print only where it is kept.
+ */
+function useGeneratedAdminToken(dataDir: string, logger: Logger): AdminToken {
+  const generated = loadOrCreateAdminToken(dataDir);
+  if (generated.created) {
+    logger.warn(
+      { event: 'admin-token', file: generated.file, name: DEFAULT_ADMIN_TOKEN_NAME },
+      `no admin token configured: generated one, kept in ${generated.file} (mode 0600), printed only this once: ${generated.token}`,
+    );
+  } else {
+    logger.info({ event: 'admin-token', file: generated.file, name: DEFAULT_ADMIN_TOKEN_NAME }, `no admin token configured: using the one kept in ${generated.file}`);
+  }
+  return { name: DEFAULT_ADMIN_TOKEN_NAME, token: generated.token };
 }
 
 /** Outbox rows older than this concern no Redis entry any more: all have expired (Durations.outboxRetentionMs). */

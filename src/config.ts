@@ -43,7 +43,7 @@ export interface Config {
   /** V8's old-generation growing factor, as (1 + percent/100); 0 leaves V8's own (up to 4×). */
   readonly heapGrowingPercent: number;
   readonly cache: {
-    /** The in-process tier; only used with Redis (see README, "Caching and revocation"). */
+    /** The in-process tier; only used with Redis, or embedded (see README, "Caching and revocation", "Embedded mode"). */
     readonly localEnabled: boolean;
     readonly maxEntries: number;
     readonly maxBytes: number;
@@ -257,6 +257,13 @@ export function configureFromEnv(
     throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are both set: use REDIS_URL for one Redis, REDIS_CLUSTER_NODES for a Redis Cluster, not both');
   }
 
+  const migrateOnStart = bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart);
+  if (databaseUrl === undefined && !migrateOnStart) {
+    throw new ConfigError(
+      'KEYWARD_MIGRATE_ON_START=false needs DATABASE_URL: the embedded PostgreSQL (DATABASE_URL unset) can only be migrated by the keyward that holds it, at start',
+    );
+  }
+
   const config: Config = {
     databaseUrl,
     dataDir: dataDir ?? DEFAULTS.dataDir,
@@ -271,7 +278,7 @@ export function configureFromEnv(
     testPrefix,
     scopes: parseScopes(read('KEYWARD_SCOPES')),
     logLevel: logLevel as LogLevel,
-    migrateOnStart: bool('KEYWARD_MIGRATE_ON_START', DEFAULTS.migrateOnStart),
+    migrateOnStart,
     shutdownTimeoutMs: int('KEYWARD_SHUTDOWN_TIMEOUT_MS', DEFAULTS.shutdownTimeoutMs, 0, 600_000),
     heapGrowingPercent: int('KEYWARD_HEAP_GROWING_PERCENT', DEFAULTS.heapGrowingPercent, 0, 300),
     cache,

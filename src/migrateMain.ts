@@ -19,6 +19,11 @@ async function main(): Promise<void> {
     logger.fatal({ event: 'config' }, error instanceof ConfigError ? `invalid configuration: ${error.message}` : String(error));
     process.exit(1);
   }
+  if (config.databaseUrl === undefined) {
+    // pg would fall back to a server on localhost; the embedded database is migrated by the keyward that holds it.
+    logger.fatal({ event: 'config' }, 'invalid configuration: DATABASE_URL is required by npm run migrate; in embedded mode keyward migrates its own database at start');
+    process.exit(1);
+  }
   const pool = createPool(config, logger);
   try {
     const applied = await migrate(pool, path.join(packageRoot(), 'migrations'), logger);

@@ -17,17 +17,45 @@ export function poolSizes(poolMax: number): { verify: number; main: number } {
 }
 
 /**
+ * Connections of the embedded PostgreSQL (README, "Embedded mode"): one in
+ * total, in one pool that is both the main and the Verify pool (and, with
+ * Redis, also runs the outbox reads).
+ *
+ * PGlite is one PostgreSQL backend, one session. pglite-socket multiplexes
+ * its connections onto it by protocol message: it queues messages of every
+ * connection, runs them one at a time, and only while a transaction block
+ * is open keeps to the connection that opened it. Between statements,
+ * session state (the unnamed prepared statement and portal of the extended
+ * protocol that every parameterised query uses, the implicit transaction
+ * that runs until Sync, an error that makes the backend skip messages until
+ * Sync) would be shared by whichever connections' messages run next; that
+ * today they rarely interleave comes from the timing of its event loop, not
+ * from a guarantee (its README: "not all use cases are guaranteed to work").
+ * With one connection, every statement, transaction (migrations) and
+ * `for update` runs exactly as on a server with one session. It costs no
+ * throughput: PGlite runs one statement at a time whatever the connections.
+ */
+export const EMBEDDED_POOL_SIZE = 1;
+
+/**
  * A Postgres pool of an instance: `main` for admin calls, usage writes and
  * migrations; `verify` for Verify's lookups, whose statements PostgreSQL
  * itself cancels after KEYWARD_DB_VERIFY_TIMEOUT_MS (statement_timeout), so
  * that a lookup that ran out of time frees its connection. An idle
- * connection dying is logged, never fatal.
+ * connection dying is logged, never fatal. `connection` overrides where it
+ * connects (default DATABASE_URL) and its size (default poolSizes): the
+ * embedded PostgreSQL's pool (EMBEDDED_POOL_SIZE).
  */
-export function createPool(config: Config, logger: Logger, role: 'main' | 'verify' = 'main'): pg.Pool {
+export function createPool(
+  config: Config,
+  logger: Logger,
+  role: 'main' | 'verify' = 'main',
+  connection: { readonly connectionString?: string; readonly max?: number } = {},
+): pg.Pool {
   const timeoutMs = role === 'verify' ? config.db.verifyTimeoutMs : config.db.queryTimeoutMs;
   const pool = new pg.Pool({
-    connectionString: config.databaseUrl,
-    max: poolSizes(config.db.poolMax)[role],
+    connectionString: connection.connectionString ?? config.databaseUrl,
+    max: connection.max ?? poolSizes(config.db.poolMax)[role],
     connectionTimeoutMillis: timeoutMs,
     idleTimeoutMillis: 30_000,
     // No driver-side query_timeout: keyward times each statement itself (onPoolClient), so it knows a timeout from a failure.
