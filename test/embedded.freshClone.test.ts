@@ -75,7 +75,9 @@ async function interrupt(child: ChildProcess): Promise<void> {
 }
 
 describe('a fresh clone, DATABASE_URL and REDIS_URL unset', () => {
-  it('npm ci && npm start serves on the embedded PostgreSQL: create, verify, revoke, restart, verify (CLI)', async (t) => {
+  // npm ci (30–45 s) and PGlite's initdb (CPU-bound: 5 s alone, over 30 s with the suite's other files running)
+  // can outlast the runner's default of 180 s on two loaded cores.
+  it('npm ci && npm start serves on the embedded PostgreSQL: create, verify, revoke, restart, verify (CLI)', { timeout: 360_000 }, async (t) => {
     const began = Date.now();
     // The committed tree, as a person cloning gets it.
     const clone = await run('git', ['clone', '--quiet', packageRoot(), checkout], 60_000, '', workDir);
