@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { KeywardClient, createFastifyPreHandler, createGuard, createNodeHttpGuard } from '../src/client';
+import { KeywardClient, type VerifyStreamSession, createFastifyPreHandler, createGuard, createNodeHttpGuard } from '../src/client';
 import { packageRoot } from '../src/packageRoot';
 import { AdminClient, secretsSeen } from './helpers/clients';
 import { newAccountId, testRedisUrl } from './helpers/env';
@@ -268,10 +268,11 @@ describe('the jobs API example against a keyward with a verifier token', () => {
   });
 });
 
-describe('the Fastify and node:http adapters, in process', () => {
+describe('the Fastify and node:http adapters, in process (node:http verifying over one VerifyStream)', () => {
   let keyward: ServerProcess;
   let admin: AdminClient;
   let client: KeywardClient;
+  let session: VerifyStreamSession;
   let fastify: FastifyInstance;
   let plain: http.Server;
 
@@ -287,7 +288,9 @@ describe('the Fastify and node:http adapters, in process', () => {
     fastify.post('/v1/jobs', { preHandler: requireFastify('jobs:write') }, async (_request, reply) => reply.code(201).send({ via: 'fastify' }));
     await fastify.listen({ host: '127.0.0.1', port: 0 });
 
-    const requireNode = createNodeHttpGuard(guard);
+    // The node:http guard asks keyward over the client's stream session: the same answers, one HTTP/2 stream.
+    session = client.openVerifyStream();
+    const requireNode = createNodeHttpGuard(createGuard({ verifier: session }));
     plain = http.createServer((req, res) => {
       const scope = req.method === 'POST' ? 'jobs:write' : 'jobs:read';
       void requireNode(req, res, scope).then((apiKey) => {
@@ -302,6 +305,7 @@ describe('the Fastify and node:http adapters, in process', () => {
   after(async () => {
     await fastify.close();
     await new Promise((resolve) => plain.close(resolve));
+    session.close();
     client.close();
     admin.close();
     assert.equal(await keyward.stop(), 0);
