@@ -47,4 +47,5 @@ function main(): void {
   });
 }
 
-main();
+// Only as the program (`npm start`, `node dist/src/main.js`, the image's CMD): `require('keyward')` must not start a server.
+if (require.main === module) main();

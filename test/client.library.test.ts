@@ -85,6 +85,16 @@ describe('keyward/client', () => {
       });
     });
 
+    it("starts nothing when the package itself is required: only `npm start` (dist/src/main.js as the program) runs the server", async () => {
+      const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
+        execFile(process.execPath, ['-e', "require('keyward'); process.stdout.write('loaded')"], { cwd: ROOT, env: { PATH: process.env.PATH ?? '' }, timeout: 10_000 }, (error, out, err) =>
+          error ? reject(new Error(`${error.message}\n${err}`)) : resolve({ stdout: out, stderr: err }),
+        );
+      });
+      assert.equal(stdout, 'loaded', 'no log line: no server started');
+      assert.equal(stderr, '');
+    });
+
     it('rests on generated code that imports only @bufbuild/protobuf and @grpc/grpc-js', () => {
       for (const file of ['src/gen/keyward/v1/keyward.ts', 'src/gen/google/protobuf/timestamp.ts']) {
         const source = readFileSync(path.join(ROOT, file), 'utf8');
