@@ -13,7 +13,7 @@ import { createCaches } from './cache/createCaches';
 import type { KeyLookup } from './cache/KeyLookup';
 import { PostgresLookup } from './cache/PostgresLookup';
 import { TierCounts } from './cache/TieredLookup';
-import { closeRedis } from './cache/redisClients';
+import { type CommandClient, closeRedis } from './cache/redisClients';
 import { deriveDurations } from './cache/durations';
 import { EntrySeal } from './cache/EntrySeal';
 import { FillGuard } from './cache/FillGuard';
@@ -70,7 +70,7 @@ export function createApp(config: Config, logger: Logger): App {
   let verifyPool: pg.Pool | undefined;
   let grpc: { server: Server; health: HealthImplementation } | undefined;
   let metricsHttp: HttpServer | undefined;
-  let redis: { command: Redis; subscriber: Redis } | undefined;
+  let redis: { command: CommandClient; subscriber: Redis } | undefined;
   let outboxConnection: DedicatedConnection | undefined;
   let trust: CacheTrust | undefined;
   let propagator: ChangePropagator | undefined;

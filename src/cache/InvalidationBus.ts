@@ -4,7 +4,7 @@ import { Command, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KeyState } from '../keys/VerifiableKey';
 import { LEASE_MEMORY_MS } from './durations';
-import { type Member, type RedisTier, memberOf } from './RedisTier';
+import { type Member, type RedisTier, memberOf, runIdOf } from './RedisTier';
 
 /** What the bus reports (CacheTrust turns all but `invalidate` into TrustMachine events). */
 export interface BusHandlers {
@@ -129,17 +129,32 @@ class AckWait {
  *   connection arrive in order, so a PONG proves that every announcement
  *   published before the PING was heard (and, the handler being synchronous,
  *   applied);
- * - a membership renewal (`<prefix>members`, the member string carrying this
- *   instance's lease), so that announcers know to wait for this instance's
- *   acknowledgement, or out its lease, while it may be trusting its cache.
- *   Renewed only while subscribed: an instance that cannot hear changes
- *   trusts nothing, and must not make every change in the fleet wait for it.
+ * - a membership renewal (`<prefix>members`, `<prefix>{ctl}members` on a
+ *   cluster; the member string carrying this instance's lease), so that
+ *   announcers know to wait for this instance's acknowledgement, or out its
+ *   lease, while it may be trusting its cache. Renewed only while
+ *   subscribed: an instance that cannot hear changes trusts nothing, and
+ *   must not make every change in the fleet wait for it.
  *
  * Both count from the moment they were sent; the older one plus the lease
  * bounds trust. Both are time-limited by the lease, not by the Redis
  * command timeout: a PONG or renewal that comes late, within the lease, is
  * still proof (a command timeout shorter than the link's round trip would
  * otherwise leave the instance never trusting its caches, silently).
+ *
+ * On a Redis Cluster (README, "Redis Cluster") the channels are shard
+ * channels of the control slot (SSUBSCRIBE on the subscriber connection,
+ * which is to the master serving that slot; SPUBLISH), so the announcement,
+ * its message and the PING are on one server, in order, as on one Redis.
+ * When that master stops serving the slot (failover, migration), Redis
+ * unsubscribes the connection (or answers SSUBSCRIBE with MOVED): the
+ * subscription counts as lost at once and the connection is made anew to
+ * the slot's new master (a master: a replica accepts SSUBSCRIBE too, but
+ * hears the messages late). A renewal counts as proof only if it ran on the
+ * server the subscription is on (same run_id): a renewal routed to a new
+ * master while this connection still hears the old one (a partition during
+ * a failover) proves nothing about what it hears; the bus then subscribes
+ * again.
  */
 export class InvalidationBus {
   readonly instanceId = randomUUID();
@@ -152,10 +167,16 @@ export class InvalidationBus {
   private renewFailing = false;
   private readonly waits = new Map<string, AckWait>();
   private readonly ackChannel: string;
-  /** Leases of the members seen in `<prefix>members` lately (id → lease, last seen), this instance's own included. */
+  /** Leases of the members seen in the member list (RedisNames.members) lately (id → lease, last seen), this instance's own included. */
   private readonly leases = new Map<string, { leaseMs: number; seenAt: number }>();
   private handlers: BusHandlers = NO_HANDLERS;
   private readonly leaseMs: number;
+  /** Shard channels on a Redis Cluster (SSUBSCRIBE, `smessage`). */
+  private readonly sharded: boolean;
+  /** The run_id of the server the subscription is on (cluster only). */
+  private subscriberRunId: string | undefined;
+  /** Subscribing failed since the last success: logged once. */
+  private subscribeFailing = false;
 
   constructor(
     private readonly subscriber: Redis,
@@ -164,6 +185,7 @@ export class InvalidationBus {
     private readonly logger: Logger,
   ) {
     this.leaseMs = timings.leaseMs;
+    this.sharded = tier.names.cluster;
     this.ackChannel = tier.names.acks(this.instanceId);
     this.member = memberOf(this.instanceId, timings.leaseMs);
     // A renewal made on a connection since lost (Redis restarted, failed over)
@@ -194,9 +216,10 @@ export class InvalidationBus {
 
   start(handlers: BusHandlers): void {
     this.handlers = handlers;
-    this.subscriber.on('message', this.onMessage);
+    this.subscriber.on(this.sharded ? 'smessage' : 'message', this.onMessage);
     this.subscriber.on('ready', this.onReady);
     this.subscriber.on('close', this.onClose);
+    if (this.sharded) this.subscriber.on('moved', this.onMoved);
     if (this.subscriber.status === 'ready') this.onReady();
   }
 
@@ -233,8 +256,13 @@ export class InvalidationBus {
       this.tier
         .renewMembership(this.member, this.timings.membershipTtlMs, this.timings.heartbeatTimeoutMs)
         .then(
-          (members) => {
-            if (this.subscribedEpoch === epoch) this.handlers.membershipRenewed(sent);
+          ({ members, runId }) => {
+            const sameServer = !this.sharded || (runId !== undefined && runId === this.subscriberRunId);
+            if (!sameServer && this.subscribedEpoch === epoch) {
+              // The two proofs disagree on the server: neither counts; subscribe again where the slot is served now.
+              this.restart('membership-renewed-elsewhere', 'membership renewed on another server than the subscription is on (a failover under way): subscribing again');
+            }
+            if (this.subscribedEpoch === epoch && sameServer) this.handlers.membershipRenewed(sent);
             // Renewed after the subscription was lost: leave again (onClose may have left before this landed).
             else if (!this.subscribed) this.tier.leaveMembership(this.member).catch(() => {});
             this.remember(members);
@@ -276,9 +304,10 @@ export class InvalidationBus {
 
   /** Leaves the membership, so that announcers stop waiting for this instance. */
   async leave(): Promise<void> {
-    this.subscriber.off('message', this.onMessage);
+    this.subscriber.off(this.sharded ? 'smessage' : 'message', this.onMessage);
     this.subscriber.off('ready', this.onReady);
     this.subscriber.off('close', this.onClose);
+    this.subscriber.off('moved', this.onMoved);
     this.subscribedEpoch = -1;
     await this.tier.leaveMembership(this.member).catch(() => {});
   }
@@ -297,21 +326,59 @@ export class InvalidationBus {
 
   private readonly onReady = (): void => {
     const epoch = ++this.epoch;
-    this.subscriber.subscribe(this.tier.names.invalidations, this.ackChannel).then(
+    this.subscribe().then(
       () => {
         if (epoch !== this.epoch) return;
         this.subscribedEpoch = epoch;
+        this.subscribeFailing = false;
         this.logger.info({ event: 'subscribed', instance: this.instanceId, leaseMs: this.leaseMs }, 'listening for invalidations');
         this.handlers.subscribed();
         this.heartbeat();
       },
       (error: unknown) => {
         // Without the subscription nothing is trusted: start a fresh connection and try again.
-        this.logger.warn({ err: error }, 'subscribing to invalidations failed; reconnecting');
+        if (!this.subscribeFailing) this.logger.warn({ err: error }, 'subscribing to invalidations failed; reconnecting');
+        this.subscribeFailing = true;
         if (epoch === this.epoch) this.subscriber.disconnect(true);
       },
     );
   };
+
+  /** Subscribes to the invalidations and this instance's acks (on a cluster, after reading the server's run_id). */
+  private async subscribe(): Promise<void> {
+    if (!this.sharded) {
+      await this.subscriber.subscribe(this.tier.names.invalidations, this.ackChannel);
+      return;
+    }
+    this.subscriberRunId = undefined;
+    // A replica of the slot's master accepts SSUBSCRIBE too (Redis 7), but
+    // hears SPUBLISH only through the cluster bus, later than a PING's answer:
+    // only the master will do (the connector found a stale one: try again).
+    const [role] = (await this.subscriber.role()) as [string, ...unknown[]];
+    if (role !== 'master') throw new Error(`the server found for the control slot is a ${role} (a failover under way)`);
+    const runId = runIdOf(await this.subscriber.info('server'));
+    await this.subscriber.ssubscribe(this.tier.names.invalidations, this.ackChannel);
+    this.subscriberRunId = runId;
+  }
+
+  /**
+   * Cluster: the server unsubscribed this connection from a shard channel
+   * (the control slot moved away from it) or answered SSUBSCRIBE with MOVED.
+   */
+  private readonly onMoved = (): void => {
+    if (this.subscribed) this.restart('subscription-moved', 'the control slot moved to another redis master; subscribing there');
+  };
+
+  /**
+   * The subscription is lost at once, before any later PING answer could
+   * count, then made anew on a new connection, to the server that serves the
+   * control slot by then (the close that follows changes nothing).
+   */
+  private restart(event: string, message: string): void {
+    this.logger.warn({ event }, message);
+    this.onClose();
+    this.subscriber.disconnect(true);
+  }
 
   private readonly onClose = (): void => {
     const wasSubscribed = this.subscribed;

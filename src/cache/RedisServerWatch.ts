@@ -6,7 +6,8 @@ import type { RedisTier } from './RedisTier';
  * Decides from the answers of one instance's write witness whether Redis lost
  * writes without dropping the connection (pure: no I/O, no clock of its own).
  *
- * The instance alone writes its witness (`<prefix>witness:<instance>`), one
+ * The instance alone writes its witness (`<prefix>witness:<instance>`; on a
+ * cluster one per master, `<prefix>{<tag>}witness:<instance>`), one
  * write in flight at a time, each value greater than the last; each write
  * answers the value it replaced and the server's run_id. Redis lost writes
  * when:
@@ -82,10 +83,18 @@ export class ServerWatchCounts {
  * time) and reports a loss of writes (ServerWitness) to CacheTrust, which
  * handles it as a loss of trust with the repair. Checks the eviction policy
  * once per connection: anything but noeviction can evict a tombstone.
+ *
+ * On a Redis Cluster there is one witness per master (RedisTier.witnessKeys:
+ * in the first slot each master serves), each with its own ServerWitness
+ * kept by slot, not by server: a failover of any master to a replica that
+ * lost writes, a restart or a FLUSHALL of any master is noticed (the value
+ * went back or is gone, or another run_id serves the slot), and a witness
+ * whose master changed (failover, or the slot migrated) raises the loss
+ * once: a repair, never a miss.
  */
 export class RedisServerWatch {
-  private readonly witness: ServerWitness;
-  private inFlight = false;
+  /** Witness key → its state and whether a write is in flight. */
+  private readonly witnesses = new Map<string, { witness: ServerWitness; inFlight: boolean }>();
   private policyKnown = false;
 
   constructor(
@@ -96,9 +105,8 @@ export class RedisServerWatch {
     private readonly logger: Logger,
     private readonly report: (lost: LostWrites) => void,
   ) {
-    this.witness = new ServerWitness(options.ttlMs);
     tier.onClose(() => {
-      this.witness.connectionClosed();
+      if (tier.witnessesEndWithConnection) for (const { witness } of this.witnesses.values()) witness.connectionClosed();
       this.policyKnown = false;
     });
   }
@@ -106,23 +114,36 @@ export class RedisServerWatch {
   check(): void {
     if (!this.tier.ready) return;
     if (!this.policyKnown) this.checkPolicy();
-    if (this.inFlight) return;
-    this.inFlight = true;
-    const value = this.witness.next();
+    // States are kept when a key drops out of the layout for a while (a
+    // refresh in the middle of a failover): forgetting one would forget what
+    // a new server must still hold. At most one per slot that was ever first.
+    for (const key of this.tier.witnessKeys(this.instanceId)) {
+      let state = this.witnesses.get(key);
+      if (state === undefined) {
+        state = { witness: new ServerWitness(this.options.ttlMs), inFlight: false };
+        this.witnesses.set(key, state);
+      }
+      if (!state.inFlight) this.write(key, state);
+    }
+  }
+
+  private write(key: string, state: { witness: ServerWitness; inFlight: boolean }): void {
+    state.inFlight = true;
+    const value = state.witness.next();
     this.tier
-      .witness(this.instanceId, value, this.options.ttlMs, this.options.timeoutMs)
+      .witness(key, value, this.options.ttlMs, this.options.timeoutMs)
       .then(
         ({ previous, runId }) => {
-          const lost = this.witness.answered(value, previous, runId, performance.now());
+          const lost = state.witness.answered(value, previous, runId, performance.now());
           if (lost === undefined) return;
           this.counts.resets++;
-          this.logger.warn({ event: 'redis-lost-writes', reason: lost.reason }, 'redis lost writes without dropping the connection: caches bypassed until redis is repaired from the outbox');
+          this.logger.warn({ event: 'redis-lost-writes', reason: lost.reason, witness: key }, 'redis lost writes without dropping the connection: caches bypassed until redis is repaired from the outbox');
           this.report(lost);
         },
         (error: unknown) => this.logger.debug({ err: error }, 'the redis write witness failed'),
       )
       .finally(() => {
-        this.inFlight = false;
+        state.inFlight = false;
       });
   }
 

@@ -1,6 +1,8 @@
-import { Command, type Redis } from 'ioredis';
+import { Cluster, Command, type Redis } from 'ioredis';
 import type { KeyState } from '../keys/VerifiableKey';
+import { SLOT_COUNT, keySlot, tagForSlot } from './clusterSlots';
 import type { EntryRejection, EntrySeal } from './EntrySeal';
+import type { CommandClient } from './redisClients';
 
 /** What Redis holds for a hash. */
 export type RedisEntry =
@@ -65,6 +67,22 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {receivers, redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')}`;
 
 /**
+ * ANNOUNCE_SCRIPT's second half, on a Redis Cluster (README, "Redis
+ * Cluster"): the entry lives in its own slot, and a script may only touch
+ * keys (and shard channels) of one slot, so the write-through is a FILL
+ * first, and this script runs next on the master of the control slot:
+ * publishes on the shard channel (SPUBLISH: delivered by that master alone,
+ * to the subscribers connected to it, in order with their PINGs) and lists
+ * the live members.
+ * KEYS[1] members; ARGV: channel, message (the channel in KEYS[1]'s slot).
+ */
+const CLUSTER_ANNOUNCE_SCRIPT = `
+local receivers = redis.call('SPUBLISH', ARGV[1], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {receivers, redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')}`;
+
+/**
  * Renews this instance's membership: live until Redis's now + ARGV[2] ms.
  * The member string carries the instance's lease (see memberOf), so the lease
  * is published with the membership in one write and can never be found
@@ -79,7 +97,20 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
 return redis.call('ZRANGE', KEYS[1], 0, -1)`;
 
-/** An entry of `<prefix>members`: an instance, and the lease it trusts its caches for (unknown for entries of older releases). */
+/**
+ * RENEW_SCRIPT on a Redis Cluster, also answering the server's `INFO server`:
+ * InvalidationBus counts a renewal as proof only when it ran on the server
+ * its subscription is on (a renewal routed to a new master while the
+ * subscriber still hears an old one proves nothing about what it hears).
+ */
+const CLUSTER_RENEW_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('INFO', 'server')}`;
+
+/** An entry of `<prefix>members` (`<prefix>{ctl}members` on a cluster): an instance, and the lease it trusts its caches for (unknown for entries of older releases). */
 export interface Member {
   readonly id: string;
   readonly leaseMs: number | undefined;
@@ -98,7 +129,8 @@ export function parseMember(text: string): Member {
 }
 
 /**
- * The write witness of one instance (RedisServerWatch): KEYS[1] its witness;
+ * The write witness of one instance (RedisServerWatch): KEYS[1] its witness
+ * (on a cluster, one per master);
  * ARGV: the new value, its TTL in ms. Answers the value it replaced (or
  * false) and the server's `INFO server` (for its run_id), in one step.
  */
@@ -112,24 +144,59 @@ interface ScriptCommands {
   keywardFill(entry: string, version: number, data: string, ttlMs: number, tombstone: '0' | '1'): Promise<number>;
   keywardDiscard(entry: string, version: string, data: string): Promise<number>;
   keywardAnnounce(entry: string, members: string, version: number, data: string, ttlMs: number, channel: string, message: string): Promise<[number, string[]]>;
+  keywardClusterAnnounce(members: string, channel: string, message: string): Promise<[number, string[]]>;
 }
 
-/** Names of everything keyward keeps in Redis, under the configured prefix. */
+/** The run_id line of an `INFO server` answer. */
+export function runIdOf(info: string): string | undefined {
+  return /^run_id:(\w+)/m.exec(info)?.[1];
+}
+
+/**
+ * Names of everything keyward keeps in Redis, under the configured prefix.
+ *
+ * On one Redis: `<prefix>key:<sha256>` (entries), `<prefix>members`,
+ * `<prefix>invalidations` (channel), `<prefix>acks:<instance>` (channels),
+ * `<prefix>witness:<instance>`. These names are what instances of different
+ * releases share: never rename them.
+ *
+ * On a Redis Cluster (`cluster`): entries keep their name, without a hash tag,
+ * so that they spread over every master; the control names share the hash
+ * tag `{ctl}`, so one slot, one master: `<prefix>{ctl}members`,
+ * `<prefix>{ctl}invalidations` and `<prefix>{ctl}acks:<instance>` (shard
+ * channels), because the announcement lists the members and publishes in one
+ * script, and a PING on the subscriber connection must follow the messages
+ * it proves; the write witnesses are one per master,
+ * `<prefix>{<tag>}witness:<instance>`, the tag chosen to land in a slot that
+ * master serves (see clusterSlots.ts).
+ */
 export class RedisNames {
   readonly members: string;
   readonly invalidations: string;
-  constructor(readonly prefix: string) {
-    this.members = `${prefix}members`;
-    this.invalidations = `${prefix}invalidations`;
+  /** The slot of the control names (cluster only: -1 on one Redis). */
+  readonly controlSlot: number;
+  constructor(
+    readonly prefix: string,
+    readonly cluster = false,
+  ) {
+    const control = cluster ? `${prefix}{ctl}` : prefix;
+    this.members = `${control}members`;
+    this.invalidations = `${control}invalidations`;
+    this.controlSlot = cluster ? keySlot(this.members) : -1;
   }
   entry(hash: string): string {
     return `${this.prefix}key:${hash}`;
   }
   acks(instanceId: string): string {
-    return `${this.prefix}acks:${instanceId}`;
+    return this.cluster ? `${this.prefix}{ctl}acks:${instanceId}` : `${this.prefix}acks:${instanceId}`;
   }
+  /** The instance's witness on one Redis. */
   witness(instanceId: string): string {
     return `${this.prefix}witness:${instanceId}`;
+  }
+  /** The instance's witness in `slot` (cluster). */
+  witnessIn(slot: number, instanceId: string): string {
+    return `${this.prefix}{${tagForSlot(slot)}}witness:${instanceId}`;
   }
 }
 
@@ -141,27 +208,52 @@ export class RedisNames {
  * reported as `rejected`, never trusted.
  */
 export class RedisTier {
-  private readonly redis: Redis & ScriptCommands;
+  private readonly redis: CommandClient & ScriptCommands;
+  private readonly cluster: Cluster | undefined;
 
+  /** `redis` a Cluster exactly when `names.cluster`. */
   constructor(
-    redis: Redis,
+    redis: CommandClient,
     readonly names: RedisNames,
     private readonly ttl: { readonly keyMs: number; readonly unknownMs: number },
     private readonly seal: EntrySeal,
   ) {
+    if ((redis instanceof Cluster) !== names.cluster) throw new Error('RedisTier: a Cluster client needs cluster names, and only it');
     redis.defineCommand('keywardFill', { numberOfKeys: 1, lua: FILL_SCRIPT });
     redis.defineCommand('keywardDiscard', { numberOfKeys: 1, lua: DISCARD_SCRIPT });
     redis.defineCommand('keywardAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
-    this.redis = redis as Redis & ScriptCommands;
+    redis.defineCommand('keywardClusterAnnounce', { numberOfKeys: 1, lua: CLUSTER_ANNOUNCE_SCRIPT });
+    this.redis = redis as CommandClient & ScriptCommands;
+    this.cluster = redis instanceof Cluster ? redis : undefined;
   }
 
   get ready(): boolean {
     return this.redis.status === 'ready';
   }
 
-  /** Calls `listener` whenever the command connection closes. */
+  /**
+   * Calls `listener` whenever the command connection closes; on a cluster,
+   * when every connection closed, or the one to the master that served the
+   * control slot (where the membership is).
+   */
   onClose(listener: () => void): void {
     this.redis.on('close', listener);
+    const cluster = this.cluster;
+    if (cluster !== undefined) {
+      cluster.on('-node', (_node: Redis, key: string) => {
+        if (cluster.slots[this.names.controlSlot]?.[0] === key) listener();
+      });
+    }
+  }
+
+  /**
+   * Whether the witness expectations end with the connection (one Redis: a
+   * restart drops the subscription too). Not on a cluster: a master that
+   * restarts or fails over is seldom the one the subscription is on, and its
+   * new run_id must still be noticed on the next connection.
+   */
+  get witnessesEndWithConnection(): boolean {
+    return this.cluster === undefined;
   }
 
   /** Reads the entry of `hash`; only what passes the seal at `now` (epoch ms) is trusted. */
@@ -215,15 +307,31 @@ export class RedisTier {
 
   /** Writes a changed record through, publishes `message`, returns subscribers reached and live members. */
   async announce(hash: string, state: KeyState, message: string): Promise<{ receivers: number; members: Member[] }> {
-    const [receivers, members] = await this.redis.keywardAnnounce(
-      this.names.entry(hash),
-      this.names.members,
-      state.version,
-      this.seal.seal(hash, state.version, JSON.stringify(state), this.ttl.keyMs, Date.now()),
-      this.ttl.keyMs,
-      this.names.invalidations,
-      message,
-    );
+    const data = this.seal.seal(hash, state.version, JSON.stringify(state), this.ttl.keyMs, Date.now());
+    if (this.cluster === undefined) {
+      const [receivers, members] = await this.redis.keywardAnnounce(
+        this.names.entry(hash),
+        this.names.members,
+        state.version,
+        data,
+        this.ttl.keyMs,
+        this.names.invalidations,
+        message,
+      );
+      return { receivers, members: members.map(parseMember) };
+    }
+    // On a cluster the entry's slot is not the control slot: two steps, the
+    // write-through first. An instance that hears the change drops its copy
+    // and may read Redis at once: it then finds the new version (had the
+    // message gone first, it would find the old one, refused by the version
+    // floor the message left, and read PostgreSQL: safe, but slower). The
+    // same compare-and-set as ANNOUNCE_SCRIPT's (FILL with a record: never
+    // over a newer version). If the write-through fails, nothing is
+    // published and the announcement fails as a whole, as the one script
+    // would: the change stays undelivered in the outbox, so every instance
+    // relays its tombstone once overdue, and the caller waits out the lease.
+    await this.redis.keywardFill(this.names.entry(hash), state.version, data, this.ttl.keyMs, '0');
+    const [receivers, members] = await this.redis.keywardClusterAnnounce(this.names.members, this.names.invalidations, message);
     return { receivers, members: members.map(parseMember) };
   }
 
@@ -232,36 +340,60 @@ export class RedisTier {
    * every member listed. Its time limit is `timeoutMs`, not the connection's
    * command timeout: a renewal answered late still proves what it wrote.
    */
-  async renewMembership(member: string, ttlMs: number, timeoutMs: number): Promise<Member[]> {
-    const command = new Command('eval', [RENEW_SCRIPT, 1, this.names.members, member, ttlMs], { replyEncoding: 'utf8' });
+  async renewMembership(member: string, ttlMs: number, timeoutMs: number): Promise<{ members: Member[]; runId: string | undefined }> {
+    const script = this.cluster === undefined ? RENEW_SCRIPT : CLUSTER_RENEW_SCRIPT;
+    const command = new Command('eval', [script, 1, this.names.members, member, ttlMs], { replyEncoding: 'utf8' });
     command.setTimeout(timeoutMs);
-    const members = (await this.redis.sendCommand(command)) as string[];
-    return members.map(parseMember);
+    const reply = await this.redis.sendCommand(command);
+    if (this.cluster === undefined) return { members: (reply as string[]).map(parseMember), runId: undefined };
+    const [members, info] = reply as [string[], string];
+    return { members: members.map(parseMember), runId: runIdOf(info) };
   }
 
   /**
-   * Replaces this instance's witness with `value` (TTL `ttlMs`); resolves with
-   * the value replaced (null if none) and the server's run_id. Time limit
-   * `timeoutMs`, like renewMembership.
+   * The witness keys of this instance: one on one Redis; on a cluster one per
+   * master, in the first slot it serves by the cluster client's table (empty
+   * until it has one).
    */
-  async witness(instanceId: string, value: string, ttlMs: number, timeoutMs: number): Promise<{ previous: string | null; runId: string | undefined }> {
-    const command = new Command('eval', [WITNESS_SCRIPT, 1, this.names.witness(instanceId), value, ttlMs], { replyEncoding: 'utf8' });
-    command.setTimeout(timeoutMs);
-    const [previous, info] = (await this.redis.sendCommand(command)) as [string | null, string];
-    return { previous: previous ?? null, runId: /^run_id:(\w+)/m.exec(info)?.[1] };
+  witnessKeys(instanceId: string): string[] {
+    if (this.cluster === undefined) return [this.names.witness(instanceId)];
+    const seen = new Set<string>();
+    const keys: string[] = [];
+    const slots = this.cluster.slots;
+    for (let slot = 0; slot < SLOT_COUNT; slot++) {
+      const master = slots[slot]?.[0];
+      if (master === undefined || seen.has(master)) continue;
+      seen.add(master);
+      keys.push(this.names.witnessIn(slot, instanceId));
+    }
+    return keys;
   }
 
-  /** The server's eviction policy (INFO memory), or undefined if it does not say. */
+  /**
+   * Replaces the witness `key` (from witnessKeys) with `value` (TTL `ttlMs`);
+   * resolves with the value replaced (null if none) and the server's run_id.
+   * Time limit `timeoutMs`, like renewMembership.
+   */
+  async witness(key: string, value: string, ttlMs: number, timeoutMs: number): Promise<{ previous: string | null; runId: string | undefined }> {
+    const command = new Command('eval', [WITNESS_SCRIPT, 1, key, value, ttlMs], { replyEncoding: 'utf8' });
+    command.setTimeout(timeoutMs);
+    const [previous, info] = (await this.redis.sendCommand(command)) as [string | null, string];
+    return { previous: previous ?? null, runId: runIdOf(info) };
+  }
+
+  /** The server's eviction policy (INFO memory; on a cluster the first master's that is not noeviction), or undefined if none says. */
   async evictionPolicy(): Promise<string | undefined> {
-    const info = await this.redis.info('memory');
-    return /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    const servers = this.cluster === undefined ? [this.redis as Redis] : this.cluster.nodes('master');
+    const policies = await Promise.all(servers.map(async (server) => /^maxmemory_policy:(\S+)/m.exec(await server.info('memory'))?.[1]));
+    return policies.find((policy) => policy !== undefined && policy !== 'noeviction') ?? policies.find((policy) => policy !== undefined);
   }
 
   async leaveMembership(member: string): Promise<void> {
     await this.redis.zrem(this.names.members, member);
   }
 
+  /** Publishes on `channel` (on a cluster a shard channel: SPUBLISH). */
   publish(channel: string, message: string): Promise<number> {
-    return this.redis.publish(channel, message);
+    return this.cluster === undefined ? this.redis.publish(channel, message) : (this.cluster.spublish(channel, message) as Promise<number>);
   }
 }

@@ -14,7 +14,7 @@ import { LocalCache } from './LocalCache';
 import { RedisNames, RedisTier } from './RedisTier';
 import { type CacheControl, type TierCounts, TieredLookup } from './TieredLookup';
 import { deriveDurations } from './durations';
-import { createRedisClients } from './redisClients';
+import { type CommandClient, createRedisClients, createRedisClusterClients } from './redisClients';
 
 /** The Redis tier, the in-process tier and the machinery that keeps them coherent across instances. */
 export function createCaches(
@@ -28,14 +28,17 @@ export function createCaches(
   metrics: Metrics,
   /** Authenticates the Redis entries (key from keyward.instance_secrets). */
   seal: EntrySeal,
-): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: Redis; subscriber: Redis } } {
+): { lookup: KeyLookup; listener: ChangePropagator; trust: CacheTrust; clients: { command: CommandClient; subscriber: Redis } } {
   const { cache, db } = config;
   // Every duration below comes from one place, whose inequalities configureFromEnv checked.
   const durations = deriveDurations(config);
-  // Until Redis Cluster lands (issue 11), say so rather than start half-configured.
-  if (config.redisClusterNodes !== undefined) throw new Error('REDIS_CLUSTER_NODES is not supported yet: use REDIS_URL');
-  const clients = createRedisClients(config.redisUrl as string, durations, logger);
-  const tier = new RedisTier(clients.command, new RedisNames(config.redisPrefix), { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
+  // One Redis (REDIS_URL) or a Redis Cluster (REDIS_CLUSTER_NODES; README, "Redis Cluster"): other names, same protocol.
+  const names = new RedisNames(config.redisPrefix, config.redisClusterNodes !== undefined);
+  const clients =
+    config.redisClusterNodes === undefined
+      ? createRedisClients(config.redisUrl as string, durations, logger)
+      : createRedisClusterClients(config.redisClusterNodes, names.controlSlot, durations, logger);
+  const tier = new RedisTier(clients.command, names, { keyMs: cache.redisTtlMs, unknownMs: cache.negativeTtlMs }, seal);
   const local = cache.localEnabled
     ? new LocalCache({
         maxEntries: cache.maxEntries,
