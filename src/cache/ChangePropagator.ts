@@ -4,7 +4,7 @@ import type { KeyChangeListener } from '../admin/KeyAdmin';
 import { keyStateOf } from '../keys/VerifiableKey';
 import type { InvalidationOutbox } from '../store/InvalidationOutbox';
 import type { KeyChange } from '../store/KeyStore';
-import type { InvalidationBus } from './InvalidationBus';
+import { type InvalidationBus, epochNow } from './InvalidationBus';
 import type { CacheControl } from './TieredLookup';
 import { waitOutMs } from './durations';
 
@@ -47,6 +47,8 @@ export class ChangePropagator implements KeyChangeListener {
   ) {}
 
   async keyChanged(change: KeyChange): Promise<void> {
+    // The change committed just now: the start of the propagation, for the revoke breakdown.
+    const committedAt = epochNow();
     const state = keyStateOf(change.record);
     this.control.drop(change.secretHash, state.version, 'self');
     let why: { receivers: number; missing: readonly string[]; doubts: readonly string[] } | 'redis unreachable';
@@ -55,6 +57,13 @@ export class ChangePropagator implements KeyChangeListener {
       const result = await this.bus.announce(change.secretHash, state, this.options.ackTimeoutMs);
       // Redis holds the new record now: no instance needs to relay this row.
       if (change.outboxSeq !== undefined) this.markDelivered(change.outboxSeq);
+      if (this.logger.isLevelEnabled('debug')) {
+        const { changeId, scriptDoneAt, ackedAt } = result.trace;
+        this.logger.debug(
+          { event: 'change-announced', keyId: change.record.id, version: state.version, changeId, startedAt: committedAt, scriptDoneAt, acks: ackedAt, doneAt: epochNow(), confirmed: result.confirmed },
+          'change announced',
+        );
+      }
       if (result.confirmed) {
         this.counts.confirmed++;
         return;

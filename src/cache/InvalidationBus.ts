@@ -52,6 +52,23 @@ export interface AnnounceResult {
   readonly doubts: readonly string[];
   /** The longest lease an instance that may not have heard the change can hold: what to wait out when not confirmed. */
   readonly leaseMs: number;
+  /** When the announcement's milestones happened (epoch ms, µs resolution), for the revoke breakdown (ChangePropagator logs them at debug level). */
+  readonly trace: AnnounceTrace;
+}
+
+/** The milestones of one announcement on the announcer's clock. */
+export interface AnnounceTrace {
+  /** The announcement's id: the receivers' `change-heard` lines carry it. */
+  readonly changeId: string;
+  /** Redis answered the announce script (on a cluster: the control master's, after the write-through). */
+  readonly scriptDoneAt: number;
+  /** Each acknowledging instance, and when its ack arrived. */
+  readonly ackedAt: Readonly<Record<string, number>>;
+}
+
+/** Now as epoch milliseconds with performance.now()'s resolution: one clock for every process on a machine. */
+export function epochNow(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 /**
@@ -87,11 +104,13 @@ export function judgeAcks(input: {
 /** Collects the acknowledgements of one announcement. */
 class AckWait {
   readonly acked = new Set<string>();
+  readonly ackedAt: Record<string, number> = {};
   selfHeard = false;
   private check: () => void = () => {};
 
   ack(from: string): void {
     this.acked.add(from);
+    this.ackedAt[from] ??= epochNow();
     this.check();
   }
 
@@ -293,10 +312,11 @@ export class InvalidationBus {
     this.waits.set(changeId, wait);
     try {
       const { receivers, members } = await this.tier.announce(hash, state, `${changeId} ${this.instanceId} ${hash} ${state.version}`);
+      const scriptDoneAt = epochNow();
       this.remember(members);
       const judge = () => judgeAcks({ self: this.instanceId, receivers, members, acked: wait.acked, selfHeard: wait.selfHeard });
       await wait.until(() => judge().confirmed, deadline);
-      return { receivers, ...judge(), leaseMs: this.longestLeaseMs(members) };
+      return { receivers, ...judge(), leaseMs: this.longestLeaseMs(members), trace: { changeId, scriptDoneAt, ackedAt: wait.ackedAt } };
     } finally {
       this.waits.delete(changeId);
     }
@@ -405,7 +425,10 @@ export class InvalidationBus {
     }
     this.handlers.invalidate(hash, version);
     if (origin !== this.instanceId) {
+      const evictedAt = epochNow();
       this.tier.publish(this.tier.names.acks(origin), `${changeId} ${this.instanceId}`).catch(() => {});
+      // The receiving end of the revoke breakdown (bench/revokeLatency.ts), at debug level only.
+      if (this.logger.isLevelEnabled('debug')) this.logger.debug({ event: 'change-heard', changeId, instance: this.instanceId, evictedAt, ackSentAt: epochNow() }, 'dropped a changed key and acknowledged');
     } else {
       this.waits.get(changeId)?.heard();
     }

@@ -30,6 +30,7 @@ export function createAdminService(
     <Req, Res>(method: string, run: (request: Req, context: AdminContext) => Promise<Res>): handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const started = process.hrtime.bigint();
+      const receivedAt = performance.timeOrigin + performance.now();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
       const peer = call.getPeer();
       const actor = authenticate(call.metadata, peer);
@@ -47,6 +48,11 @@ export function createAdminService(
         (response) => {
           observe(method, status.OK, seconds());
           callback(null, response);
+          // A change's milestones at debug level (bench/revokeLatency.ts reads them with change-announced and change-heard).
+          if (logger.isLevelEnabled('debug')) {
+            const keyId = (call.request as { keyId?: unknown }).keyId;
+            logger.debug({ event: 'admin-call', method, keyId, receivedAt, answeredAt: performance.timeOrigin + performance.now() }, 'admin call answered');
+          }
         },
         (error: unknown) => {
           // The actor goes on the line an error is logged with; a failed change writes no audit event.
