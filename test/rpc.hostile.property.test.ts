@@ -851,8 +851,10 @@ class Harness {
         if (JSON.stringify(key.scopes) !== JSON.stringify(old.scopes) || JSON.stringify(key.ipWhitelist) !== JSON.stringify(old.ip_whitelist)) return 'the new key has other scopes or whitelist';
         if (!isDeepStrictEqual({ ...key.metadata }, { ...old.metadata })) return `metadata ${summarize(key.metadata)}; the old key had ${summarize(old.metadata)}`;
         if (after.row?.replaced_by_key_id !== key.id) return `the old key's replaced_by_key_id is ${summarize(after.row?.replaced_by_key_id)}`;
-        const graceMs = Number(view.gracePeriod?.seconds ?? 0n) * 1_000 + (view.gracePeriod?.nanos ?? 0) / 1e6;
-        if (graceMs < 1) {
+        // As the server counts it: whole microseconds (nanos truncated); 0 revokes at once.
+        const graceMicros = (view.gracePeriod?.seconds ?? 0n) * 1_000_000n + BigInt(Math.trunc((view.gracePeriod?.nanos ?? 0) / 1_000));
+        const graceMs = Number(graceMicros) / 1_000;
+        if (graceMicros === 0n) {
           if (after.row?.revoked_at === null) return 'a grace period of 0 left the old key unrevoked';
         } else {
           const end = after.row?.expires_at?.getTime();
