@@ -19,7 +19,15 @@ const workDir = mkdtempSync(path.join(tmpdir(), 'keyward-clone-'));
 const checkout = path.join(workDir, 'keyward');
 const started: ChildProcess[] = [];
 after(() => {
-  for (const child of started) if (child.exitCode === null && child.signalCode === null) process.kill(-(child.pid as number), 'SIGKILL');
+  // The whole process group, even once npm itself has exited: npm does not pass signals on, so its shell and
+  // keyward may outlive it (a test that failed or timed out between starts must not leave a server behind).
+  for (const child of started) {
+    try {
+      process.kill(-(child.pid as number), 'SIGKILL');
+    } catch {
+      // ESRCH: the group is gone already.
+    }
+  }
   rmSync(workDir, { recursive: true, force: true });
 });
 
