@@ -6,7 +6,8 @@
  *
  *   node dist/bench/h2mixLoad.js <port> <path> <bodies.json> <clients> <streams per client> <seconds>
  *
- * bodies.json: an array of base64 gRPC frames, sent in turn. Prints one JSON
+ * bodies.json: an array of base64 gRPC frames, sent in turn (or a .bin file:
+ * one body, sent on every call, as h2load does). Prints one JSON
  * line: {"succeeded","failed","seconds","latencyUs":{"p50","p99","p999"}}.
  */
 import { readFileSync } from 'node:fs';
@@ -14,7 +15,9 @@ import http2 from 'node:http2';
 import { percentiles } from './stats';
 
 const [port, path, bodiesFile, clients, streams, seconds] = process.argv.slice(2);
-const bodies = (JSON.parse(readFileSync(bodiesFile as string, 'utf8')) as string[]).map((b) => Buffer.from(b, 'base64'));
+const bodies = (bodiesFile as string).endsWith('.json')
+  ? (JSON.parse(readFileSync(bodiesFile as string, 'utf8')) as string[]).map((b) => Buffer.from(b, 'base64'))
+  : [readFileSync(bodiesFile as string)];
 const headers = { ':method': 'POST', ':path': path as string, 'content-type': 'application/grpc', te: 'trailers' };
 const latencies: number[] = [];
 let succeeded = 0;

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,10 +12,41 @@ export interface LoadResult {
   readonly latencyUs: { readonly p50: number; readonly p99: number; readonly p999: number };
 }
 
-/** How a concurrency level (calls in flight) is spread over connections. */
-export function spread(inFlight: number): { clients: number; streams: number } {
-  const clients = Math.min(inFlight, 4);
+/**
+ * How the calls in flight share HTTP/2 connections: `one`, every call on one
+ * connection (a grpc-js channel, so a REST service's client, or a gateway
+ * sidecar); `several`, spread over up to 4 connections (4 × 16 at 64).
+ */
+export type LoadShape = 'one' | 'several';
+export const LOAD_SHAPES: readonly LoadShape[] = ['one', 'several'];
+export const SHAPE_LABELS: Readonly<Record<LoadShape, string>> = { one: '1 connection', several: '≤ 4 connections' };
+
+/** How a concurrency level (calls in flight) is spread over connections in a shape. */
+export function spread(inFlight: number, shape: LoadShape = 'several'): { clients: number; streams: number } {
+  const clients = shape === 'one' ? 1 : Math.min(inFlight, 4);
   return { clients, streams: Math.max(1, Math.round(inFlight / clients)) };
+}
+
+/**
+ * The generator of the cases of one body: h2load, or, with BENCH_GENERATOR=raw
+ * or where h2load is not installed, bench/h2rawLoad.ts (raw HTTP/2 frames on
+ * a socket: a few µs of client CPU per call too).
+ */
+export const GENERATOR: 'h2load' | 'raw' = (() => {
+  const chosen = process.env.BENCH_GENERATOR;
+  if (chosen === 'raw' || chosen === 'h2load') return chosen;
+  if (chosen !== undefined && chosen !== '') throw new Error(`BENCH_GENERATOR: ${JSON.stringify(chosen)} is neither h2load nor raw`);
+  return spawnSync('h2load', ['--version'], { stdio: 'ignore' }).status === 0 ? 'h2load' : 'raw';
+})();
+
+/** bench/h2rawLoad.ts: `body` (a .bin file, or a .json list of base64 bodies) on raw HTTP/2 frames. */
+export async function h2raw(port: number, method: string, body: string, inFlight: number, seconds: number, shape: LoadShape = 'several'): Promise<LoadResult> {
+  const { clients, streams } = spread(inFlight, shape);
+  const script = path.resolve(__dirname, 'h2rawLoad.js');
+  const out = await run(process.execPath, [script, String(port), `/keyward.v1.KeyVerifierService/${method}`, body, String(clients), String(streams), String(seconds)]);
+  const result = JSON.parse(out) as { succeeded: number; failed: number; seconds: number; latencyUs: LoadResult['latencyUs'] };
+  if (result.failed > 0) throw new Error(`${result.failed} calls were reset in the raw generator`);
+  return { requests: result.succeeded, seconds: result.seconds, latencyUs: result.latencyUs };
 }
 
 function run(command: string, args: readonly string[]): Promise<string> {
@@ -46,8 +77,9 @@ export function benchFile(content: Buffer | string, extension = 'bin'): string {
  * its per-request log. gRPC errors are HTTP 200 too: the caller checks the
  * server's own verdict counts.
  */
-export async function h2load(port: number, method: string, body: string, inFlight: number, seconds: number): Promise<LoadResult> {
-  const { clients, streams } = spread(inFlight);
+export async function h2load(port: number, method: string, body: string, inFlight: number, seconds: number, shape: LoadShape = 'several'): Promise<LoadResult> {
+  if (GENERATOR === 'raw') return h2raw(port, method, body, inFlight, seconds, shape);
+  const { clients, streams } = spread(inFlight, shape);
   const log = path.join(workDir, `h2load-${files++}.log`);
   const out = await run('h2load', [
     '-D', `${Math.round(seconds * 1000)}ms`,
@@ -73,11 +105,14 @@ export async function h2load(port: number, method: string, body: string, inFligh
   return { requests: Number(succeeded[1]), seconds: elapsed, latencyUs: { p50, p99, p999 } };
 }
 
-/** The node:http2 generator (bench/h2mixLoad.ts) for bodies that differ call to call. */
-export async function h2mix(port: number, bodies: string, inFlight: number, seconds: number): Promise<LoadResult> {
-  const { clients, streams } = spread(inFlight);
+/**
+ * The node:http2 generator (bench/h2mixLoad.ts) for bodies that differ call to
+ * call (`bodies`: a .json list of base64 frames), or for one body (a .bin file).
+ */
+export async function h2mix(port: number, bodies: string, inFlight: number, seconds: number, shape: LoadShape = 'several', method = 'Verify'): Promise<LoadResult> {
+  const { clients, streams } = spread(inFlight, shape);
   const script = path.resolve(__dirname, 'h2mixLoad.js');
-  const out = await run(process.execPath, [script, String(port), '/keyward.v1.KeyVerifierService/Verify', bodies, String(clients), String(streams), String(seconds)]);
+  const out = await run(process.execPath, [script, String(port), `/keyward.v1.KeyVerifierService/${method}`, bodies, String(clients), String(streams), String(seconds)]);
   const result = JSON.parse(out) as { succeeded: number; failed: number; seconds: number; latencyUs: LoadResult['latencyUs'] };
   if (result.failed > 0) throw new Error(`${result.failed} calls failed in the mix generator`);
   return { requests: result.succeeded, seconds: result.seconds, latencyUs: result.latencyUs };

@@ -10,6 +10,18 @@
  * Writes bench/results/profile.md and keeps the .cpuprofile files (open them
  * in Chrome DevTools) under bench/results/profiles/ (not committed).
  *
+ * BENCH_PROFILE_SHAPE=several loads it over up to 4 connections instead of
+ * one (the shape of a grpc-js channel, the default), and writes
+ * profile-several.md (profile-redis-several.md).
+ *
+ * BENCH_PROFILE_VARIANT='{"VAR":"value"}': a second keyward with that
+ * environment too, profiled in the same alternating windows, its figures in a
+ * section of their own (a setting's cost, before/after in one run).
+ *
+ * BENCH_NODE_ARGS and BENCH_FLOOR_NODE_ARGS: more node flags for keyward
+ * and for the floor (e.g. a V8 flag, or a preload that gives the floor some of
+ * keyward's state, to find what makes a cost keyward's).
+ *
  * BENCH_PROFILE_CASE=redis profiles the Redis hit instead (keyward with its
  * in-process cache off: a call reads Redis and checks the entry's MAC, or
  * waits for a read of the same key already in flight) and writes
@@ -26,7 +38,7 @@ import { PrivateRedis } from '../test/helpers/PrivateRedis';
 import { withScratchDatabase } from '../test/helpers/scratchDatabase';
 import { seedKeys } from './fixtures';
 import { verifyBody } from './grpcFrames';
-import { benchFile, h2load } from './loadGenerators';
+import { GENERATOR, type LoadShape, SHAPE_LABELS, benchFile, h2load, spread } from './loadGenerators';
 import { type Target, startFloor, startKeyward } from './targets';
 
 const IN_FLIGHT = 64;
@@ -37,6 +49,9 @@ const SAMPLING_US = 100;
 /** Which keyward case is profiled: the in-process hit (default), or the Redis hit. */
 const CASE = process.env.BENCH_PROFILE_CASE ?? 'in-process';
 if (CASE !== 'in-process' && CASE !== 'redis') throw new Error(`BENCH_PROFILE_CASE: ${CASE} is neither in-process nor redis`);
+/** How the load reaches the servers: one connection (default), or several. */
+const SHAPE = (process.env.BENCH_PROFILE_SHAPE || 'one') as LoadShape;
+if (SHAPE !== 'one' && SHAPE !== 'several') throw new Error(`BENCH_PROFILE_SHAPE: ${SHAPE} is neither one nor several`);
 const CASE_LABEL = CASE === 'redis' ? 'warm key, in-process cache off: Redis hit with its MAC check' : 'warm key, in-process hit';
 
 interface ProfileNode {
@@ -114,7 +129,8 @@ async function main(): Promise<void> {
   const out = path.join(packageRoot(), 'bench', 'results');
   const profiles = path.join(out, 'profiles');
   rmSync(profiles, { recursive: true, force: true });
-  const dirs = { floor: path.join(profiles, 'floor'), keyward: path.join(profiles, 'keyward') };
+  const dirs = { floor: path.join(profiles, 'floor'), keyward: path.join(profiles, 'keyward'), variant: path.join(profiles, 'variant') };
+  const variantEnv = process.env.BENCH_PROFILE_VARIANT ? (JSON.parse(process.env.BENCH_PROFILE_VARIANT) as Record<string, string>) : undefined;
   const profArgs = (dir: string) => ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-interval=${SAMPLING_US}`];
   const redis = await PrivateRedis.start();
   try {
@@ -124,25 +140,39 @@ async function main(): Promise<void> {
       const keyward = await startKeyward(
         'keyward',
         { DATABASE_URL: database, REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: 'bench-profile:', ...(CASE === 'redis' ? { KEYWARD_LOCAL_CACHE: 'false' } : {}) },
-        profArgs(dirs.keyward),
+        // BENCH_NODE_ARGS: more flags for keyward (e.g. a V8 flag under test).
+        [...profArgs(dirs.keyward), ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')],
       );
+      const variant =
+        variantEnv === undefined
+          ? undefined
+          : await startKeyward(
+              'keyward (variant)',
+              { DATABASE_URL: database, REDIS_URL: redis.url, KEYWARD_REDIS_PREFIX: 'bench-profile:', ...(CASE === 'redis' ? { KEYWARD_LOCAL_CACHE: 'false' } : {}), ...variantEnv },
+              [...profArgs(dirs.variant), ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')],
+            );
       const body = benchFile(verifyBody(hot));
-      const targets: Array<{ target: Target; windows: Array<[number, number]>; calls: number; cpuUs: number }> = [];
+      const targets: Array<{ target: Target; dir: string; windows: Array<[number, number]>; calls: number; cpuUs: number }> = [];
       try {
-        await waitForMetric(keyward.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1);
+        for (const k of [keyward, variant]) if (k !== undefined) await waitForMetric(k.server.metricsPort as number, (m) => m.get('keyward_cache_trusted') === 1);
         const client = new VerifierClient(keyward.server.address);
         const answer = await client.verify(hot);
         client.close();
         if (answer.code !== VerifyCode.VERIFY_CODE_OK) throw new Error(`the hot key answered ${answer.code}`);
-        const floor = await startFloor(Buffer.from(VerifyResponse.encode(answer).finish()).toString('base64'), profArgs(dirs.floor));
-        targets.push({ target: floor, windows: [], calls: 0, cpuUs: 0 }, { target: keyward, windows: [], calls: 0, cpuUs: 0 });
-        for (const t of targets) await h2load(t.target.port, 'Verify', body, IN_FLIGHT, WARM_SECONDS);
+        // BENCH_FLOOR_NODE_ARGS: more flags for the floor (e.g. a preload that gives it keyward's heap).
+        const floor = await startFloor(Buffer.from(VerifyResponse.encode(answer).finish()).toString('base64'), [
+          ...profArgs(dirs.floor),
+          ...(process.env.BENCH_FLOOR_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+        ]);
+        targets.push({ target: floor, dir: dirs.floor, windows: [], calls: 0, cpuUs: 0 }, { target: keyward, dir: dirs.keyward, windows: [], calls: 0, cpuUs: 0 });
+        if (variant !== undefined) targets.push({ target: variant, dir: dirs.variant, windows: [], calls: 0, cpuUs: 0 });
+        for (const t of targets) await h2load(t.target.port, 'Verify', body, IN_FLIGHT, WARM_SECONDS, SHAPE);
         for (let w = 0; w < WINDOWS; w++) {
           for (const t of w % 2 === 0 ? targets : [...targets].reverse()) {
             process.stderr.write(`\r\x1b[2Kwindow ${w + 1}/${WINDOWS}: ${t.target.name}`);
             const before = await t.target.stats();
             const from = nowUs();
-            await h2load(t.target.port, 'Verify', body, IN_FLIGHT, WINDOW_SECONDS);
+            await h2load(t.target.port, 'Verify', body, IN_FLIGHT, WINDOW_SECONDS, SHAPE);
             const to = nowUs();
             const after = await t.target.stats();
             t.windows.push([from, to]);
@@ -153,13 +183,17 @@ async function main(): Promise<void> {
       } finally {
         process.stderr.write('\r\x1b[2K');
         for (const t of targets) await t.target.stop();
-        if (targets.length === 0) await keyward.stop();
+        if (targets.length === 0) {
+          await keyward.stop();
+          await variant?.stop();
+        }
       }
-      const [f, k] = targets.map((t, i) => ({ ...t, ...attribute(readProfile(i === 0 ? dirs.floor : dirs.keyward), t.windows) })) as [
+      const [f, k, v] = targets.map((t) => ({ ...t, ...attribute(readProfile(t.dir), t.windows) })) as [
         (typeof targets)[number] & ReturnType<typeof attribute>,
         (typeof targets)[number] & ReturnType<typeof attribute>,
+        ((typeof targets)[number] & ReturnType<typeof attribute>) | undefined,
       ];
-      for (const t of [f, k]) if (t.sampledUs === 0) throw new Error(`${t.target.name}: no samples inside the load windows`);
+      for (const t of [f, k, ...(v === undefined ? [] : [v])]) if (t.sampledUs === 0) throw new Error(`${t.target.name}: no samples inside the load windows`);
       const perCall = (us: number, calls: number) => us / calls;
       const categories = [...new Set([...f.byCategory.keys(), ...k.byCategory.keys()])].sort(
         (a, b) => (k.byCategory.get(b) ?? 0) / k.calls - (k.byCategory.get(a) ?? 0) / k.calls,
@@ -170,7 +204,7 @@ async function main(): Promise<void> {
         '',
         `${new Date().toISOString()} · ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()} ${arch()}, Node ${process.version}`,
         '',
-        `The floor and keyward (${CASE_LABEL}) under \`--cpu-prof --cpu-prof-interval=${SAMPLING_US}\`, loaded by h2load at ${IN_FLIGHT} in flight in ${WINDOWS} alternating windows of ${WINDOW_SECONDS} s each, after ${WARM_SECONDS} s of warm-up. Self time of the main thread's samples inside the windows, per call. The process's CPU per call (process.cpuUsage) also counts libuv's and V8's helper threads, which the profile does not sample.`,
+        `The floor and keyward (${CASE_LABEL}) under \`--cpu-prof --cpu-prof-interval=${SAMPLING_US}\`, loaded by ${GENERATOR === 'h2load' ? 'h2load' : 'bench/h2rawLoad.ts'} at ${IN_FLIGHT} in flight over ${SHAPE_LABELS[SHAPE].replace('≤', 'up to')} (${spread(IN_FLIGHT, SHAPE).clients} × ${spread(IN_FLIGHT, SHAPE).streams}) in ${WINDOWS} alternating windows of ${WINDOW_SECONDS} s each, after ${WARM_SECONDS} s of warm-up. Self time of the main thread's samples inside the windows, per call. The process's CPU per call (process.cpuUsage) also counts libuv's and V8's helper threads, which the profile does not sample.`,
         '',
         `| | floor | keyward | keyward − floor |`,
         '|---|---:|---:|---:|',
@@ -201,9 +235,33 @@ async function main(): Promise<void> {
           .slice(0, 15)
           .map(([where, us]) => `| \`${where}\` | ${(us / k.calls).toFixed(3)} |`),
         '',
+        ...(v === undefined
+          ? []
+          : [
+              `## keyward with ${Object.entries(variantEnv ?? {}).map(([name, value]) => `${name}=${value}`).join(' ')}, in the same windows`,
+              '',
+              '| µs per call | floor | keyward | keyward, variant |',
+              '|---|---:|---:|---:|',
+              `| calls | ${f.calls.toLocaleString('en-US')} | ${k.calls.toLocaleString('en-US')} | ${v.calls.toLocaleString('en-US')} |`,
+              `| process CPU | ${fmt(f.cpuUs / f.calls)} | ${fmt(k.cpuUs / k.calls)} | ${fmt(v.cpuUs / v.calls)} |`,
+              `| process CPU ÷ floor's | 1 | ${fmt(k.cpuUs / k.calls / (f.cpuUs / f.calls))} | ${fmt(v.cpuUs / v.calls / (f.cpuUs / f.calls))} |`,
+              `| sampled main thread | ${fmt(f.sampledUs / f.calls)} | ${fmt(k.sampledUs / k.calls)} | ${fmt(v.sampledUs / v.calls)} |`,
+              ...categories.map((c) => `| ${c} | ${fmt((f.byCategory.get(c) ?? 0) / f.calls)} | ${fmt((k.byCategory.get(c) ?? 0) / k.calls)} | ${fmt((v.byCategory.get(c) ?? 0) / v.calls)} |`),
+              // The costliest five of each keyward, and nextTick (issue 14).
+              ...[
+                ...new Set([
+                  ...[...k.byNodeFunction, ...v.byNodeFunction].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([where]) => where),
+                  ...[...k.byNodeFunction.keys()].filter((where) => where.startsWith('nextTick ')),
+                ]),
+              ]
+                .map((where) => [where] as const)
+                .map(([where]) => `| \`${where}\` | ${fmt((f.byNodeFunction.get(where) ?? 0) / f.calls)} | ${fmt((k.byNodeFunction.get(where) ?? 0) / k.calls)} | ${fmt((v.byNodeFunction.get(where) ?? 0) / v.calls)} |`),
+              '',
+            ]),
       ].join('\n');
       mkdirSync(out, { recursive: true });
-      writeFileSync(path.join(out, CASE === 'in-process' ? 'profile.md' : `profile-${CASE}.md`), lines);
+      const name = [CASE === 'in-process' ? 'profile' : `profile-${CASE}`, ...(SHAPE === 'several' ? ['several'] : []), ...(v === undefined ? [] : ['variant'])].join('-');
+      writeFileSync(path.join(out, `${name}.md`), lines);
       console.log(lines);
     });
   } finally {

@@ -10,6 +10,14 @@ import { isMalformed } from './malformedRequest';
 
 /** Lookups in flight per stream before it stops reading requests until some are answered. */
 const STREAM_MAX_PENDING = 1_024;
+/**
+ * Answers waiting to be written per stream before it stops reading requests
+ * until they are written. grpc-js writes a stream's answers one at a time
+ * (each waits for the HTTP/2 write before it), and its write() says "full"
+ * at 16 waiting: pausing there stopped and restarted the reading of a busy
+ * stream every few answers (bench/results/shapes.md).
+ */
+const STREAM_MAX_BUFFERED = 512;
 const UNAUTHENTICATED = { code: status.UNAUTHENTICATED, details: 'Verify needs "authorization: Bearer <verifier token>" metadata' };
 
 /**
@@ -61,10 +69,10 @@ export function createVerifierService(verifier: Verifier, checkToken: TokenCheck
  * its own response; the stream goes on.
  *
  * A stream's memory is bounded whatever the caller does: it stops reading
- * requests while its answers are not being read (a `write` returned false,
- * until `drain`) or while STREAM_MAX_PENDING lookups are in flight; HTTP/2
- * flow control then holds the caller's further requests on its side. At most
- * that many answers (each with a request_id of at most
+ * requests while its answers are not being read (STREAM_MAX_BUFFERED answers
+ * wait to be written, until `drain`) or while STREAM_MAX_PENDING lookups are
+ * in flight; HTTP/2 flow control then holds the caller's further requests on
+ * its side. At most that many answers (each with a request_id of at most
  * LIMITS.requestIdLength characters) wait in the stream's buffer.
  */
 function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyStreamResponse>, verifier: Verifier, logger: Logger): void {
@@ -87,7 +95,8 @@ function serveVerifyStream(call: ServerDuplexStream<VerifyStreamRequest, VerifyS
   };
   const send = (response: VerifyStreamResponse): void => {
     if (call.cancelled || call.destroyed) return;
-    if (!call.write(response) && !blocked) {
+    // write() is false from 16 answers waiting on; 'drain' follows once they are all written.
+    if (!call.write(response) && !blocked && call.writableLength >= STREAM_MAX_BUFFERED) {
       blocked = true;
       call.once('drain', drained);
       flow();
