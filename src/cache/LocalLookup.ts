@@ -5,6 +5,7 @@ import type { FillGuard } from './FillGuard';
 import type { KeyLookup } from './KeyLookup';
 import type { LocalCache } from './LocalCache';
 import type { TierCounts } from './TieredLookup';
+import { SharedReads } from './SharedReads';
 
 /**
  * Verify's lookup of the embedded, single-instance keyward without Redis:
@@ -18,7 +19,8 @@ import type { TierCounts } from './TieredLookup';
  * (DataDirLock), so every change to a key goes through this listener.
  */
 export class LocalLookup implements KeyLookup, KeyChangeListener {
-  private readonly inflight = new Map<string, Promise<VerifiableKey | undefined>>();
+  private readonly reads = new SharedReads<VerifiableKey | undefined>();
+  private readonly loadFor = (hash: string): Promise<VerifiableKey | undefined> => this.load(hash);
 
   constructor(
     private readonly local: LocalCache,
@@ -38,24 +40,14 @@ export class LocalLookup implements KeyLookup, KeyChangeListener {
       return undefined;
     }
     // Lookups of one hash share one read; a change detaches it (keyChanged), so a Verify after a change never joins a read from before.
-    let pending = this.inflight.get(hash);
-    if (pending === undefined) {
-      const load = this.load(hash);
-      pending = load;
-      this.inflight.set(hash, load);
-      const forget = (): void => {
-        if (this.inflight.get(hash) === load) this.inflight.delete(hash);
-      };
-      load.then(forget, forget);
-    }
-    return pending;
+    return this.reads.join(hash, this.loadFor);
   }
 
   async keyChanged(change: KeyChange): Promise<void> {
     this.counts.drops.self++;
     this.guard.changed(change.secretHash, change.record.version);
     this.local.drop(change.secretHash, change.record.version);
-    this.inflight.delete(change.secretHash);
+    this.reads.detach(change.secretHash);
     this.guard.prune();
   }
 

@@ -7,6 +7,7 @@ import type { FillGuard } from './FillGuard';
 import type { KeyLookup } from './KeyLookup';
 import type { LocalCache } from './LocalCache';
 import type { RedisEntry, RedisTier } from './RedisTier';
+import { SharedReads } from './SharedReads';
 
 /** Which tier answered each lookup: read by the metrics at scrape time. */
 export class TierCounts {
@@ -70,7 +71,8 @@ export interface TrustGate {
  * reset went by since the lookup began.
  */
 export class TieredLookup implements KeyLookup, CacheControl {
-  private readonly inflight = new Map<string, Promise<VerifiableKey | undefined>>();
+  private readonly reads = new SharedReads<VerifiableKey | undefined>();
+  private readonly loadFor = (hash: string): Promise<VerifiableKey | undefined> => this.load(hash);
   private redisSuspendedUntil = 0;
   private rejectionLoggedAt = -Infinity;
   private rejectionsUnlogged = 0;
@@ -100,31 +102,21 @@ export class TieredLookup implements KeyLookup, CacheControl {
         return undefined;
       }
     }
-    let pending = this.inflight.get(hash);
-    if (pending === undefined) {
-      const load = this.load(hash);
-      pending = load;
-      this.inflight.set(hash, load);
-      const forget = (): void => {
-        if (this.inflight.get(hash) === load) this.inflight.delete(hash);
-      };
-      load.then(forget, forget);
-    }
-    return pending;
+    return this.reads.join(hash, this.loadFor);
   }
 
   drop(hash: string, version: number, source: DropSource, undelivered = false): void {
     this.counts.drops[source]++;
     this.guard.changed(hash, version, undelivered);
     this.local?.drop(hash, version);
-    this.inflight.delete(hash);
+    this.reads.detach(hash);
   }
 
   clear(): void {
     this.counts.clears++;
     this.guard.reset();
     this.local?.clear();
-    this.inflight.clear();
+    this.reads.clear();
   }
 
   /** Forgets old version floors (CacheTrust calls this on its tick). */
