@@ -8,35 +8,16 @@ import { packageRoot } from '../src/packageRoot';
 import { ADMIN_TOKEN, newAccountId } from './helpers/env';
 import { assertNoLeaks } from './helpers/leaks';
 import { ServerProcess } from './helpers/serverProcess';
+import { type ProcessRun, runProcess } from './helpers/runProcess';
 
 const ROOT = packageRoot();
 const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const VERIFIER_TOKEN = 'test-verifier-token-0123456789';
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/**
- * Runs `node dist/src/cli/main.js …args` with only PATH and `env` in its
- * environment (undefined leaves a variable out), `input` on a piped stdin
- * (never a terminal), and resolves once it exits.
- */
-function runCli(args: readonly string[], env: Record<string, string | undefined> = {}, input = ''): Promise<Run> {
+function runCli(args: readonly string[], env: Record<string, string | undefined> = {}, input = ''): Promise<ProcessRun> {
   const fullEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
   for (const [name, value] of Object.entries(env)) if (value !== undefined) fullEnv[name] = value;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: fullEnv, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
+  return runProcess(process.execPath, [CLI, ...args], { cwd: ROOT, env: fullEnv, input });
 }
 
 /** script(1), which runs a command on a pseudo-terminal of its own, when installed. */
@@ -52,7 +33,7 @@ function scriptCommand(): string | undefined {
  * resolves with the exit code and everything the terminal showed (stdout and
  * stderr together). Killed after 15 s: script waits for input that never ends.
  */
-function runOnTerminal(args: readonly string[], env: Record<string, string | undefined>, input: string): Promise<Run> {
+function runOnTerminal(args: readonly string[], env: Record<string, string | undefined>, input: string): Promise<ProcessRun> {
   const command = [process.execPath, CLI, ...args].map((word) => `'${word.replace(/'/g, `'\\''`)}'`).join(' ');
   const fullEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
   for (const [name, value] of Object.entries(env)) if (value !== undefined) fullEnv[name] = value;
@@ -68,7 +49,7 @@ function runOnTerminal(args: readonly string[], env: Record<string, string | und
 }
 
 /** Asserts a failure printed as one line matching `message` on stderr, nothing on stdout, no stack trace. */
-function assertOneLineError(run: Run, exitCode: number, message: RegExp): void {
+function assertOneLineError(run: ProcessRun, exitCode: number, message: RegExp): void {
   assert.equal(run.code, exitCode, `exit code; stderr: ${run.stderr}`);
   assert.equal(run.stdout, '');
   assert.doesNotMatch(run.stderr, /^\s+at /m, 'no stack trace');
@@ -78,14 +59,14 @@ function assertOneLineError(run: Run, exitCode: number, message: RegExp): void {
 }
 
 /** Asserts a command-line mistake reported by commander: exit 2, `error: …` first, no stack trace. */
-function assertUsageError(run: Run, message: RegExp): void {
+function assertUsageError(run: ProcessRun, message: RegExp): void {
   assert.equal(run.code, 2, `exit code; stderr: ${run.stderr}`);
   assert.equal(run.stdout, '');
   assert.doesNotMatch(run.stderr, /^\s+at /m, 'no stack trace');
   assert.match(run.stderr.split('\n')[0] as string, message);
 }
 
-function parseJson(run: Run): Record<string, unknown> {
+function parseJson(run: ProcessRun): Record<string, unknown> {
   assert.equal(run.code, 0, run.stderr);
   return JSON.parse(run.stdout) as Record<string, unknown>;
 }

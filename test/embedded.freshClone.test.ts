@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { packageRoot } from '../src/packageRoot';
 import { waitUntil } from './helpers/waitUntil';
+import { type ProcessRun, runProcess } from './helpers/runProcess';
 
 /**
  * The README's promise, "npm ci && npm start" with nothing else: a clone of
@@ -34,23 +35,8 @@ after(() => {
 /** Nothing of this machine's keyward configuration: what a person who just cloned has. */
 const cleanEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? workDir };
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function run(command: string, args: readonly string[], timeoutMs: number, input = '', cwd = checkout): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env: cleanEnv, stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
+function run(command: string, args: readonly string[], timeoutMs: number, input = '', cwd = checkout): Promise<ProcessRun> {
+  return runProcess(command, args, { cwd, env: cleanEnv, input, timeoutMs });
 }
 
 /** `npm start` in its own process group, as from a terminal; resolves once it serves, with its port. */
@@ -96,7 +82,7 @@ describe('a fresh clone, DATABASE_URL and REDIS_URL unset', () => {
 
     let server = await npmStart();
     t.diagnostic(`first npm start serving after ${Date.now() - began} ms in all`);
-    const cli = (args: readonly string[], input = ''): Promise<Run> =>
+    const cli = (args: readonly string[], input = ''): Promise<ProcessRun> =>
       run(process.execPath, ['dist/src/cli/main.js', '--addr', `127.0.0.1:${server.port}`, ...args], 30_000, input);
     const admin = ['--token-file', path.join('.keyward', 'admin-token')];
     const create = async (name: string): Promise<{ id: string; secret: string }> => {
