@@ -49,8 +49,12 @@ describe('three instances on one Postgres and Redis', () => {
     }
     const afterwards = await Promise.all([b(), c()].map((i) => scrapeMetrics(i.server.metricsPort as number)));
     for (const [i, metrics] of afterwards.entries()) {
-      const localHits = (metrics.get('keyward_verify_lookups_total{tier="local"}') ?? 0) - (before[i]?.get('keyward_verify_lookups_total{tier="local"}') ?? 0);
-      assert.ok(localHits >= CYCLES, `the caches were warm: ${localHits} in-process hits`);
+      const delta = (name: string): number => (metrics.get(name) ?? 0) - (before[i]?.get(name) ?? 0);
+      const localHits = delta('keyward_verify_lookups_total{tier="local"}');
+      // One in-process hit a cycle (the second Verify), unless the instance had just emptied its cache (trust
+      // lost on a loaded machine, a lease lapsed) or refused a fill: each of those may cost a cycle its hit.
+      const excused = delta('keyward_cache_clears_total') + delta('keyward_cache_outbox_lapses_total') + delta('keyward_cache_fills_refused_total');
+      assert.ok(localHits >= CYCLES - excused && excused <= CYCLES / 20, `the caches were warm: ${localHits} in-process hits in ${CYCLES} cycles, ${excused} clears, lapses or refused fills`);
     }
   });
 
