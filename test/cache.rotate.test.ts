@@ -4,6 +4,7 @@ import { VerifyCode } from '../src/gen/keyward/v1/keyward';
 import { newAccountId } from './helpers/env';
 import { Fleet, type Instance } from './helpers/Fleet';
 import { assertNoLeaks } from './helpers/leaks';
+import { waitUntil } from './helpers/waitUntil';
 
 const OK = VerifyCode.VERIFY_CODE_OK;
 const REVOKED = VerifyCode.VERIFY_CODE_REVOKED;
@@ -59,9 +60,14 @@ describe('RotateKey on three instances on one Postgres and Redis', () => {
     assert.ok(answeredBy < expiresAt, `answered at ${answeredBy}, after the expiry ${expiresAt}`);
     assert.deepEqual(answersBefore, [OK, OK, OK], 'old key within its grace period');
     assert.deepEqual(await codes(rotated.secret), [OK, OK, OK]);
-    // Time itself is the condition here: nothing announces an expiry, the
-    // verdict compares expires_at with the clock. Wait past it (50 ms margin).
-    await new Promise((resolve) => setTimeout(resolve, expiresAt - Date.now() + 50));
+    // Nothing announces an expiry (the verdict compares expires_at with the clock): wait for the first
+    // instance to answer EXPIRED, never before expires_at, then every instance must agree.
+    const expiredAt = await waitUntil(
+      'the old key EXPIRED on the first instance',
+      async () => ((await fleet.at(0).verifier.verify({ key: secret })).code === EXPIRED ? Date.now() : undefined),
+      { timeoutMs: GRACE_MS + 5_000 },
+    );
+    assert.ok(expiredAt >= expiresAt, `EXPIRED at ${expiredAt}, before the expiry ${expiresAt}`);
     assert.deepEqual(await codes(secret), [EXPIRED, EXPIRED, EXPIRED], 'old key after its grace period');
     assert.deepEqual(await codes(rotated.secret), [OK, OK, OK]);
   });
